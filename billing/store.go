@@ -1,0 +1,41 @@
+package billing
+
+// Store persists accounts, keys and the ledger. BoltStore is the embedded
+// implementation; the interface is what a shared database would implement
+// so that several gateway instances can serve one set of accounts.
+//
+// Every method is safe for concurrent use. Methods that change state commit
+// durably before they return.
+type Store interface {
+	// CreateAccount adds an account with an opening balance (zero or
+	// more); a positive balance is written to the ledger as a credit.
+	CreateAccount(name string, balance Amount) (Account, error)
+	Account(id string) (Account, error)
+	// Accounts lists every account, oldest first.
+	Accounts() ([]Account, error)
+	SetAccountState(id string, state AccountState) (Account, error)
+	// Credit adds a positive amount to an account and writes a ledger row.
+	Credit(id string, amount Amount, note string) (Account, Entry, error)
+
+	// CreateKey mints a key for an account. The secret is returned here
+	// and nowhere else: only its hash is stored.
+	CreateKey(accountID string, spec KeySpec) (key Key, secret string, err error)
+	Key(id string) (Key, error)
+	// Keys lists an account's keys, oldest first.
+	Keys(accountID string) ([]Key, error)
+	// KeyByHash finds the key a secret hash belongs to and its account,
+	// in one consistent read.
+	KeyByHash(h KeyHash) (Key, Account, error)
+	// RevokeKey marks a key revoked; revoking twice is not an error and
+	// keeps the first revocation time.
+	RevokeKey(id string) (Key, error)
+
+	// Ledger returns up to limit of an account's rows, newest first,
+	// starting below sequence number before (0 means from the newest), and
+	// whether older rows remain.
+	Ledger(accountID string, before uint64, limit int) (rows []Entry, more bool, err error)
+
+	// Ping checks that the store can be read.
+	Ping() error
+	Close() error
+}

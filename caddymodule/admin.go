@@ -1,0 +1,364 @@
+package caddymodule
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/arcaneapi/caddy-arcane/billing"
+)
+
+func init() {
+	caddy.RegisterModule(adminAPI{})
+}
+
+// adminAPI serves accounts, keys and the ledger under /arcane/ on Caddy's
+// admin endpoint (localhost-only by default). Amounts are decimal strings
+// in US dollars. Errors are JSON, as everywhere on the admin endpoint:
+// {"error":"…"}.
+type adminAPI struct {
+	app *App
+	now func() time.Time
+}
+
+// CaddyModule returns the Caddy module information.
+func (adminAPI) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "admin.api.arcane",
+		New: func() caddy.Module { return new(adminAPI) },
+	}
+}
+
+// Provision finds the arcane app if this config has one. Every Caddy built
+// with arcane loads this module, so a config without the app is normal:
+// the routes then answer 503.
+func (a *adminAPI) Provision(ctx caddy.Context) error {
+	a.now = time.Now
+	v, err := ctx.AppIfConfigured("arcane")
+	if errors.Is(err, caddy.ErrNotConfigured) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	a.app = v.(*App)
+	return nil
+}
+
+// Routes returns the admin routes.
+func (a *adminAPI) Routes() []caddy.AdminRoute {
+	return []caddy.AdminRoute{{Pattern: "/arcane/", Handler: caddy.AdminHandlerFunc(a.serve)}}
+}
+
+// maxAdminBody bounds request bodies on the admin endpoint.
+const maxAdminBody = 1 << 20
+
+func (a *adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
+	if a.app == nil {
+		return apiErr(http.StatusServiceUnavailable, "the arcane app is not configured (add the `arcane` global option)")
+	}
+	parts := strings.Split(strings.Trim(strings.TrimPrefix(r.URL.Path, "/arcane/"), "/"), "/")
+	route := func(methods ...string) error {
+		for _, m := range methods {
+			if r.Method == m {
+				return nil
+			}
+		}
+		w.Header().Set("Allow", strings.Join(methods, ", "))
+		return apiErr(http.StatusMethodNotAllowed, "method %s not allowed on %s", r.Method, r.URL.Path)
+	}
+	switch {
+	case len(parts) == 1 && parts[0] == "accounts":
+		if err := route(http.MethodGet, http.MethodPost); err != nil {
+			return err
+		}
+		if r.Method == http.MethodPost {
+			return a.createAccount(w, r)
+		}
+		return a.listAccounts(w)
+	case len(parts) == 2 && parts[0] == "accounts":
+		if err := route(http.MethodGet, http.MethodPatch); err != nil {
+			return err
+		}
+		if r.Method == http.MethodPatch {
+			return a.updateAccount(w, r, parts[1])
+		}
+		return a.showAccount(w, parts[1])
+	case len(parts) == 3 && parts[0] == "accounts" && parts[2] == "credit":
+		if err := route(http.MethodPost); err != nil {
+			return err
+		}
+		return a.credit(w, r, parts[1])
+	case len(parts) == 3 && parts[0] == "accounts" && parts[2] == "keys":
+		if err := route(http.MethodGet, http.MethodPost); err != nil {
+			return err
+		}
+		if r.Method == http.MethodPost {
+			return a.createKey(w, r, parts[1])
+		}
+		return a.listKeys(w, parts[1])
+	case len(parts) == 3 && parts[0] == "accounts" && parts[2] == "ledger":
+		if err := route(http.MethodGet); err != nil {
+			return err
+		}
+		return a.ledger(w, r, parts[1])
+	case len(parts) == 2 && parts[0] == "keys":
+		if err := route(http.MethodGet, http.MethodDelete); err != nil {
+			return err
+		}
+		if r.Method == http.MethodDelete {
+			return a.revokeKey(w, parts[1])
+		}
+		return a.showKey(w, parts[1])
+	}
+	return apiErr(http.StatusNotFound, "no such arcane admin route: %s", r.URL.Path)
+}
+
+// accountView is an account as the admin API shows it.
+type accountView struct {
+	billing.Account
+	// Held is the sum of open holds on the balance.
+	Held billing.Amount `json:"held"`
+}
+
+func (a *adminAPI) view(acct billing.Account) accountView {
+	return accountView{Account: acct}
+}
+
+// keyView is a key as the admin API shows it: never the secret, except
+// Secret in the one answer that creates the key.
+type keyView struct {
+	billing.Key
+	State  billing.KeyState `json:"state"`
+	Secret string           `json:"key,omitempty"`
+}
+
+func (a *adminAPI) keyView(k billing.Key) keyView {
+	return keyView{Key: k, State: k.State(a.now())}
+}
+
+type list[T any] struct {
+	Data []T `json:"data"`
+}
+
+func (a *adminAPI) createAccount(w http.ResponseWriter, r *http.Request) error {
+	var body struct {
+		Name    string          `json:"name"`
+		Balance *billing.Amount `json:"balance"`
+	}
+	if err := decodeBody(r, &body); err != nil {
+		return err
+	}
+	var balance billing.Amount
+	if body.Balance != nil {
+		balance = *body.Balance
+	}
+	acct, err := a.app.store().CreateAccount(body.Name, balance)
+	if err != nil {
+		return storeErr(err)
+	}
+	return writeJSON(w, http.StatusCreated, a.view(acct))
+}
+
+func (a *adminAPI) listAccounts(w http.ResponseWriter) error {
+	accts, err := a.app.store().Accounts()
+	if err != nil {
+		return storeErr(err)
+	}
+	out := list[accountView]{Data: make([]accountView, 0, len(accts))}
+	for _, acct := range accts {
+		out.Data = append(out.Data, a.view(acct))
+	}
+	return writeJSON(w, http.StatusOK, out)
+}
+
+func (a *adminAPI) showAccount(w http.ResponseWriter, id string) error {
+	acct, err := a.app.store().Account(id)
+	if err != nil {
+		return storeErr(err)
+	}
+	return writeJSON(w, http.StatusOK, a.view(acct))
+}
+
+func (a *adminAPI) updateAccount(w http.ResponseWriter, r *http.Request, id string) error {
+	var body struct {
+		State *billing.AccountState `json:"state"`
+	}
+	if err := decodeBody(r, &body); err != nil {
+		return err
+	}
+	if body.State == nil {
+		return apiErr(http.StatusBadRequest, "nothing to change: send {\"state\":\"active\"} or {\"state\":\"disabled\"}")
+	}
+	acct, err := a.app.keyring().SetAccountState(id, *body.State)
+	if err != nil {
+		return storeErr(err)
+	}
+	return writeJSON(w, http.StatusOK, a.view(acct))
+}
+
+func (a *adminAPI) credit(w http.ResponseWriter, r *http.Request, id string) error {
+	var body struct {
+		Amount *billing.Amount `json:"amount"`
+		Note   string          `json:"note"`
+	}
+	if err := decodeBody(r, &body); err != nil {
+		return err
+	}
+	if body.Amount == nil {
+		return apiErr(http.StatusBadRequest, "amount is required, as a decimal string such as \"25.00\"")
+	}
+	acct, _, err := a.app.store().Credit(id, *body.Amount, body.Note)
+	if err != nil {
+		return storeErr(err)
+	}
+	return writeJSON(w, http.StatusOK, a.view(acct))
+}
+
+func (a *adminAPI) createKey(w http.ResponseWriter, r *http.Request, accountID string) error {
+	var body struct {
+		Name      string     `json:"name"`
+		Models    []string   `json:"models"`
+		RPM       int64      `json:"rpm"`
+		TPM       int64      `json:"tpm"`
+		ExpiresAt *time.Time `json:"expires_at"`
+	}
+	if err := decodeBody(r, &body); err != nil {
+		return err
+	}
+	key, secret, err := a.app.store().CreateKey(accountID, billing.KeySpec{
+		Name: body.Name, Models: body.Models, RPM: body.RPM, TPM: body.TPM, ExpiresAt: body.ExpiresAt,
+	})
+	if err != nil {
+		return storeErr(err)
+	}
+	v := a.keyView(key)
+	v.Secret = secret
+	w.Header().Set("Cache-Control", "no-store")
+	return writeJSON(w, http.StatusCreated, v)
+}
+
+func (a *adminAPI) listKeys(w http.ResponseWriter, accountID string) error {
+	keys, err := a.app.store().Keys(accountID)
+	if err != nil {
+		return storeErr(err)
+	}
+	out := list[keyView]{Data: make([]keyView, 0, len(keys))}
+	for _, k := range keys {
+		out.Data = append(out.Data, a.keyView(k))
+	}
+	return writeJSON(w, http.StatusOK, out)
+}
+
+func (a *adminAPI) showKey(w http.ResponseWriter, id string) error {
+	key, err := a.app.store().Key(id)
+	if err != nil {
+		return storeErr(err)
+	}
+	return writeJSON(w, http.StatusOK, a.keyView(key))
+}
+
+func (a *adminAPI) revokeKey(w http.ResponseWriter, id string) error {
+	key, err := a.app.keyring().RevokeKey(id)
+	if err != nil {
+		return storeErr(err)
+	}
+	return writeJSON(w, http.StatusOK, a.keyView(key))
+}
+
+// ledgerPage is one page of an account's ledger, newest first. Pass
+// NextBefore as ?before= to get the next page.
+type ledgerPage struct {
+	Data       []billing.Entry `json:"data"`
+	HasMore    bool            `json:"has_more"`
+	NextBefore uint64          `json:"next_before,omitempty"`
+}
+
+func (a *adminAPI) ledger(w http.ResponseWriter, r *http.Request, accountID string) error {
+	q := r.URL.Query()
+	limit, before := 50, uint64(0)
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > 1000 {
+			return apiErr(http.StatusBadRequest, "limit %q: expected a whole number from 1 to 1000", s)
+		}
+		limit = n
+	}
+	if s := q.Get("before"); s != "" {
+		n, err := strconv.ParseUint(s, 10, 64)
+		if err != nil || n == 0 {
+			return apiErr(http.StatusBadRequest, "before %q: expected a positive row sequence number", s)
+		}
+		before = n
+	}
+	rows, more, err := a.app.store().Ledger(accountID, before, limit)
+	if err != nil {
+		return storeErr(err)
+	}
+	page := ledgerPage{Data: rows, HasMore: more}
+	if page.Data == nil {
+		page.Data = []billing.Entry{}
+	}
+	if more {
+		page.NextBefore = rows[len(rows)-1].Seq
+	}
+	return writeJSON(w, http.StatusOK, page)
+}
+
+// decodeBody reads one JSON object into v, refusing unknown fields,
+// trailing data and bodies over maxAdminBody.
+func decodeBody(r *http.Request, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, maxAdminBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		if errors.Is(err, io.EOF) {
+			return apiErr(http.StatusBadRequest, "request body is empty; expected a JSON object")
+		}
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return apiErr(http.StatusRequestEntityTooLarge, "request body is larger than %d bytes", maxAdminBody)
+		}
+		return apiErr(http.StatusBadRequest, "invalid request body: %v", err)
+	}
+	if dec.More() {
+		return apiErr(http.StatusBadRequest, "invalid request body: more than one JSON value")
+	}
+	return nil
+}
+
+// storeErr maps store errors to statuses: unknown ids 404, invalid input
+// 400, anything else 500.
+func storeErr(err error) error {
+	switch {
+	case errors.Is(err, billing.ErrNotFound):
+		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: err}
+	case errors.Is(err, billing.ErrInvalid), errors.Is(err, billing.ErrAmountSyntax):
+		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: err}
+	}
+	return caddy.APIError{HTTPStatus: http.StatusInternalServerError, Err: err}
+}
+
+func apiErr(status int, format string, args ...any) error {
+	return caddy.APIError{HTTPStatus: status, Err: fmt.Errorf(format, args...)}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) error {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// Interface guards
+var (
+	_ caddy.AdminRouter = (*adminAPI)(nil)
+	_ caddy.Provisioner = (*adminAPI)(nil)
+)

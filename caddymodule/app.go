@@ -1,0 +1,127 @@
+package caddymodule
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+
+	"github.com/arcaneapi/caddy-arcane/billing"
+)
+
+func init() {
+	caddy.RegisterModule(App{})
+}
+
+// App is the arcane app: it owns what arcane's handlers and admin API share
+// within one configuration, above all the store of accounts, keys and the
+// ledger. Configure it with the `arcane` global option.
+//
+// The store itself outlives the App: it sits in a package-level pool keyed
+// by its file's path, so a config reload reuses the open file.
+type App struct {
+	// Storage is the path of the bbolt database file that holds accounts,
+	// keys and the ledger. Relative paths are resolved against the working
+	// directory. Only one process may have the file open; use
+	// `caddy reload` to reconfigure a running server. Default:
+	// `arcane/arcane.db` in Caddy's data directory.
+	Storage string `json:"storage,omitempty"`
+
+	// OpenTimeout is how long to wait for the database file's lock before
+	// giving up, so that a second Caddy (or `caddy validate` beside a
+	// running one) fails fast with an explanation. Default: 2s.
+	OpenTimeout caddy.Duration `json:"open_timeout,omitempty"`
+
+	// KeyCacheSize is how many API keys are kept in memory, so that
+	// authenticating a recently seen key reads nothing from disk.
+	// Default: 100000.
+	KeyCacheSize int64 `json:"key_cache_size,omitempty"`
+
+	// Demo, when true, makes sure an account named "demo" exists (with
+	// $10.00 on first creation) and mints a fresh key for it at start,
+	// printed once to standard error; earlier demo keys are revoked. It is
+	// for trying arcane out (`make run`) and is off unless asked for.
+	Demo bool `json:"demo,omitempty"`
+
+	db     *database
+	logger *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (App) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "arcane",
+		New: func() caddy.Module { return new(App) },
+	}
+}
+
+// Provision opens (or shares) the store, so handlers can use it as soon as
+// they are provisioned, whatever order the apps start in.
+func (a *App) Provision(ctx caddy.Context) error {
+	a.logger = ctx.Logger()
+	path, err := databasePath(a.Storage)
+	if err != nil {
+		return err
+	}
+	timeout := time.Duration(a.OpenTimeout)
+	if timeout <= 0 {
+		timeout = 2 * time.Second
+	}
+	db, err := acquireDatabase(path, timeout, a.KeyCacheSize)
+	if err != nil {
+		return err
+	}
+	a.db = db
+	return nil
+}
+
+// Validate checks the configuration.
+func (a *App) Validate() error {
+	if a.OpenTimeout < 0 {
+		return fmt.Errorf("open_timeout must not be negative")
+	}
+	if a.KeyCacheSize < 0 {
+		return fmt.Errorf("key_cache_size must not be negative")
+	}
+	return nil
+}
+
+// Start mints the demo key when asked to. It runs only when a config is
+// really started, never for `caddy validate`.
+func (a *App) Start() error {
+	if a.Demo && a.db.demoDone.CompareAndSwap(false, true) {
+		if err := startDemo(a.db); err != nil {
+			a.db.demoDone.Store(false)
+			return err
+		}
+	}
+	return nil
+}
+
+// Stop does nothing: requests in flight finish with the store open, and
+// Cleanup releases it.
+func (a *App) Stop() error { return nil }
+
+// Cleanup releases this config's reference to the store; the last reference
+// closes it.
+func (a *App) Cleanup() error {
+	if a.db == nil {
+		return nil
+	}
+	path := a.db.path
+	a.db = nil
+	return releaseDatabase(path)
+}
+
+// store and keys give handlers the shared services.
+func (a *App) store() billing.Store     { return a.db.store }
+func (a *App) keyring() *billing.Keyring { return a.db.keys }
+
+// Interface guards
+var (
+	_ caddy.App          = (*App)(nil)
+	_ caddy.Provisioner  = (*App)(nil)
+	_ caddy.Validator    = (*App)(nil)
+	_ caddy.CleanerUpper = (*App)(nil)
+)

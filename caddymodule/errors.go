@@ -1,0 +1,55 @@
+package caddymodule
+
+import (
+	"encoding/json"
+	"net/http"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+)
+
+// apiError is an error a client sees, in OpenAI's envelope:
+// {"error":{"message","type","param","code"}}. Handlers write it themselves,
+// so its body holds whatever the operator's handle_errors says.
+type apiError struct {
+	Status  int
+	Type    string
+	Code    string
+	Message string
+}
+
+var (
+	errServer = apiError{http.StatusInternalServerError, "server_error", "", "The server had an error while processing your request. Retry with backoff; if it persists, contact the operator."}
+)
+
+type errorBody struct {
+	Error struct {
+		Message string  `json:"message"`
+		Type    string  `json:"type"`
+		Param   *string `json:"param"`
+		Code    *string `json:"code"`
+	} `json:"error"`
+}
+
+// writeError sends e and records its code in the access log line, so
+// refusals stay visible in logs and metrics.
+func writeError(w http.ResponseWriter, r *http.Request, e apiError) {
+	var body errorBody
+	body.Error.Message = e.Message
+	body.Error.Type = e.Type
+	if e.Code != "" {
+		body.Error.Code = &e.Code
+	}
+	if extra, ok := r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok {
+		code := e.Code
+		if code == "" {
+			code = e.Type
+		}
+		extra.Set(zap.String("arcane_error", code))
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(e.Status)
+	_ = json.NewEncoder(w).Encode(&body)
+}
