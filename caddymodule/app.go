@@ -115,7 +115,7 @@ func (a *App) Cleanup() error {
 }
 
 // store and keys give handlers the shared services.
-func (a *App) store() billing.Store     { return a.db.store }
+func (a *App) store() billing.Store      { return a.db.store }
 func (a *App) keyring() *billing.Keyring { return a.db.keys }
 
 // Interface guards

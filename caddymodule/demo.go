@@ -50,10 +50,10 @@ func startDemo(db *database) error {
 	if err != nil {
 		return fmt.Errorf("demo: %w", err)
 	}
-	fmt.Fprintf(os.Stderr, "\narcane demo mode (turn it off for production: remove `demo` from the arcane block)\n"+
+	fmt.Fprintf(os.Stderr, "\narcane demo mode (for trying arcane out; leave `demo` off in production)\n"+
 		"  account %s (%s), balance $%s\n"+
-		"  key     %s (%s), shown once; the previous demo key was revoked\n"+
-		"  try:    curl -H \"Authorization: Bearer %s\" http://localhost:8080/v1/status  (on make run's port)\n\n",
-		acct.ID, acct.Name, acct.Balance, secret, key.ID, secret)
+		"  key     %s (%s), shown once; earlier demo keys are revoked\n"+
+		"  use it: curl -H \"Authorization: Bearer <the key above>\" http://<site>/v1/status\n\n",
+		acct.ID, acct.Name, acct.Balance, secret, key.ID)
 	return nil
 }
