@@ -1,0 +1,58 @@
+# arcane: Caddy with the arcane modules.
+#
+#   make run     build with xcaddy and serve Caddyfile.example with a demo key
+#   make test    everything CI runs: formatting, vet, staticcheck, all tests,
+#                and the xcaddy build
+#   make build   bin/caddy through xcaddy, as xcaddy.json says
+#   make lint    gofmt, go vet, staticcheck
+#   make bench   the Go benchmarks
+
+GO            ?= go
+XCADDY_VERSION = v0.4.5
+STATICCHECK    = honnef.co/go/tools/cmd/staticcheck@v0.8.2
+TOOLS          = $(CURDIR)/bin/tools
+XCADDY         = $(TOOLS)/xcaddy-$(XCADDY_VERSION)
+CADDY          = bin/caddy
+
+# make run's defaults; override on the command line (make run PORT=9000).
+PORT          ?= 8080
+ADMIN         ?= localhost:2019
+
+.PHONY: build run test lint bench fuzz clean
+
+build: $(XCADDY)
+	$(XCADDY) build $$($(GO) run ./cmd/xcaddyargs xcaddy.json) --output $(CADDY)
+
+# xcaddy, pinned and kept inside the checkout, installed when missing.
+$(XCADDY):
+	mkdir -p $(TOOLS)
+	GOBIN=$(TOOLS) $(GO) install github.com/caddyserver/xcaddy/cmd/xcaddy@$(XCADDY_VERSION)
+	mv $(TOOLS)/xcaddy $(XCADDY)
+
+run: build
+	ARCANE_DEMO=on ARCANE_SITE=:$(PORT) ARCANE_ADMIN=$(ADMIN) \
+		$(CADDY) run --config Caddyfile.example --adapter caddyfile
+
+test: lint
+	$(GO) test -race -count=1 ./...
+	$(MAKE) build
+	$(CADDY) list-modules | grep -qx 'http.handlers.arcane_auth'
+	@echo "make test: all passed"
+
+lint:
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
+		if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+# Each fuzz target for FUZZTIME (default 30s); findings land in testdata/fuzz.
+FUZZTIME ?= 30s
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzParseAmount$$' -fuzztime $(FUZZTIME) ./billing
+	$(GO) test -run '^$$' -fuzz '^FuzzParseSecret$$' -fuzztime $(FUZZTIME) ./billing
+
+clean:
+	rm -rf bin
