@@ -23,10 +23,12 @@ func init() {
 // admin endpoint (localhost-only by default). Amounts are decimal strings
 // in US dollars. Errors are JSON, as everywhere on the admin endpoint:
 // {"error":"…"}.
-type adminAPI struct {
-	app *App
-	now func() time.Time
-}
+//
+// It finds the arcane app of the running config on every request rather
+// than keeping one from Provision: Caddy builds the admin endpoint of a new
+// config before that config's apps, and keeps the new endpoint even when
+// the rest of the config fails to load and the old one stays in service.
+type adminAPI struct{}
 
 // CaddyModule returns the Caddy module information.
 func (adminAPI) CaddyModule() caddy.ModuleInfo {
@@ -36,34 +38,23 @@ func (adminAPI) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision finds the arcane app if this config has one. Every Caddy built
-// with arcane loads this module, so a config without the app is normal:
-// the routes then answer 503.
-func (a *adminAPI) Provision(ctx caddy.Context) error {
-	a.now = time.Now
-	v, err := ctx.AppIfConfigured("arcane")
-	if errors.Is(err, caddy.ErrNotConfigured) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	a.app = v.(*App)
-	return nil
-}
-
 // Routes returns the admin routes.
-func (a *adminAPI) Routes() []caddy.AdminRoute {
-	return []caddy.AdminRoute{{Pattern: "/arcane/", Handler: caddy.AdminHandlerFunc(a.serve)}}
+func (h *adminAPI) Routes() []caddy.AdminRoute {
+	return []caddy.AdminRoute{{Pattern: "/arcane/", Handler: caddy.AdminHandlerFunc(h.serve)}}
 }
 
 // maxAdminBody bounds request bodies on the admin endpoint.
 const maxAdminBody = 1 << 20
 
-func (a *adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
-	if a.app == nil {
+func (adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
+	v, err := caddy.ActiveContext().AppIfConfigured("arcane")
+	if errors.Is(err, caddy.ErrNotConfigured) {
 		return apiErr(http.StatusServiceUnavailable, "the arcane app is not configured (add the `arcane` global option)")
 	}
+	if err != nil {
+		return apiErr(http.StatusServiceUnavailable, "the arcane app is not available: %v", err)
+	}
+	a := &adminRequest{app: v.(*App), now: time.Now}
 	parts := strings.Split(strings.Trim(strings.TrimPrefix(r.URL.Path, "/arcane/"), "/"), "/")
 	route := func(methods ...string) error {
 		for _, m := range methods {
@@ -121,6 +112,12 @@ func (a *adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 	return apiErr(http.StatusNotFound, "no such arcane admin route: %s", r.URL.Path)
 }
 
+// adminRequest is one admin request's view of the running config.
+type adminRequest struct {
+	app *App
+	now func() time.Time
+}
+
 // accountView is an account as the admin API shows it.
 type accountView struct {
 	billing.Account
@@ -128,7 +125,7 @@ type accountView struct {
 	Held billing.Amount `json:"held"`
 }
 
-func (a *adminAPI) view(acct billing.Account) accountView {
+func (a *adminRequest) view(acct billing.Account) accountView {
 	return accountView{Account: acct}
 }
 
@@ -140,7 +137,7 @@ type keyView struct {
 	Secret string           `json:"key,omitempty"`
 }
 
-func (a *adminAPI) keyView(k billing.Key) keyView {
+func (a *adminRequest) keyView(k billing.Key) keyView {
 	return keyView{Key: k, State: k.State(a.now())}
 }
 
@@ -148,7 +145,7 @@ type list[T any] struct {
 	Data []T `json:"data"`
 }
 
-func (a *adminAPI) createAccount(w http.ResponseWriter, r *http.Request) error {
+func (a *adminRequest) createAccount(w http.ResponseWriter, r *http.Request) error {
 	var body struct {
 		Name    string          `json:"name"`
 		Balance *billing.Amount `json:"balance"`
@@ -167,7 +164,7 @@ func (a *adminAPI) createAccount(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, http.StatusCreated, a.view(acct))
 }
 
-func (a *adminAPI) listAccounts(w http.ResponseWriter) error {
+func (a *adminRequest) listAccounts(w http.ResponseWriter) error {
 	accts, err := a.app.store().Accounts()
 	if err != nil {
 		return storeErr(err)
@@ -179,7 +176,7 @@ func (a *adminAPI) listAccounts(w http.ResponseWriter) error {
 	return writeJSON(w, http.StatusOK, out)
 }
 
-func (a *adminAPI) showAccount(w http.ResponseWriter, id string) error {
+func (a *adminRequest) showAccount(w http.ResponseWriter, id string) error {
 	acct, err := a.app.store().Account(id)
 	if err != nil {
 		return storeErr(err)
@@ -187,7 +184,7 @@ func (a *adminAPI) showAccount(w http.ResponseWriter, id string) error {
 	return writeJSON(w, http.StatusOK, a.view(acct))
 }
 
-func (a *adminAPI) updateAccount(w http.ResponseWriter, r *http.Request, id string) error {
+func (a *adminRequest) updateAccount(w http.ResponseWriter, r *http.Request, id string) error {
 	var body struct {
 		State *billing.AccountState `json:"state"`
 	}
@@ -204,7 +201,7 @@ func (a *adminAPI) updateAccount(w http.ResponseWriter, r *http.Request, id stri
 	return writeJSON(w, http.StatusOK, a.view(acct))
 }
 
-func (a *adminAPI) credit(w http.ResponseWriter, r *http.Request, id string) error {
+func (a *adminRequest) credit(w http.ResponseWriter, r *http.Request, id string) error {
 	var body struct {
 		Amount *billing.Amount `json:"amount"`
 		Note   string          `json:"note"`
@@ -222,7 +219,7 @@ func (a *adminAPI) credit(w http.ResponseWriter, r *http.Request, id string) err
 	return writeJSON(w, http.StatusOK, a.view(acct))
 }
 
-func (a *adminAPI) createKey(w http.ResponseWriter, r *http.Request, accountID string) error {
+func (a *adminRequest) createKey(w http.ResponseWriter, r *http.Request, accountID string) error {
 	var body struct {
 		Name      string     `json:"name"`
 		Models    []string   `json:"models"`
@@ -245,7 +242,7 @@ func (a *adminAPI) createKey(w http.ResponseWriter, r *http.Request, accountID s
 	return writeJSON(w, http.StatusCreated, v)
 }
 
-func (a *adminAPI) listKeys(w http.ResponseWriter, accountID string) error {
+func (a *adminRequest) listKeys(w http.ResponseWriter, accountID string) error {
 	keys, err := a.app.store().Keys(accountID)
 	if err != nil {
 		return storeErr(err)
@@ -257,7 +254,7 @@ func (a *adminAPI) listKeys(w http.ResponseWriter, accountID string) error {
 	return writeJSON(w, http.StatusOK, out)
 }
 
-func (a *adminAPI) showKey(w http.ResponseWriter, id string) error {
+func (a *adminRequest) showKey(w http.ResponseWriter, id string) error {
 	key, err := a.app.store().Key(id)
 	if err != nil {
 		return storeErr(err)
@@ -265,7 +262,7 @@ func (a *adminAPI) showKey(w http.ResponseWriter, id string) error {
 	return writeJSON(w, http.StatusOK, a.keyView(key))
 }
 
-func (a *adminAPI) revokeKey(w http.ResponseWriter, id string) error {
+func (a *adminRequest) revokeKey(w http.ResponseWriter, id string) error {
 	key, err := a.app.keyring().RevokeKey(id)
 	if err != nil {
 		return storeErr(err)
@@ -281,7 +278,7 @@ type ledgerPage struct {
 	NextBefore uint64          `json:"next_before,omitempty"`
 }
 
-func (a *adminAPI) ledger(w http.ResponseWriter, r *http.Request, accountID string) error {
+func (a *adminRequest) ledger(w http.ResponseWriter, r *http.Request, accountID string) error {
 	q := r.URL.Query()
 	limit, before := 50, uint64(0)
 	if s := q.Get("limit"); s != "" {
@@ -327,8 +324,8 @@ func decodeBody(r *http.Request, v any) error {
 		}
 		return apiErr(http.StatusBadRequest, "invalid request body: %v", err)
 	}
-	if dec.More() {
-		return apiErr(http.StatusBadRequest, "invalid request body: more than one JSON value")
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return apiErr(http.StatusBadRequest, "invalid request body: unexpected data after the JSON object")
 	}
 	return nil
 }
@@ -360,5 +357,4 @@ func writeJSON(w http.ResponseWriter, status int, v any) error {
 // Interface guards
 var (
 	_ caddy.AdminRouter = (*adminAPI)(nil)
-	_ caddy.Provisioner = (*adminAPI)(nil)
 )

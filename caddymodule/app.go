@@ -44,8 +44,9 @@ type App struct {
 	// for trying arcane out (`make run`) and is off unless asked for.
 	Demo bool `json:"demo,omitempty"`
 
-	db     *database
-	logger *zap.Logger
+	db       *database
+	released bool
+	logger   *zap.Logger
 }
 
 // CaddyModule returns the Caddy module information.
@@ -104,14 +105,14 @@ func (a *App) Start() error {
 func (a *App) Stop() error { return nil }
 
 // Cleanup releases this config's reference to the store; the last reference
-// closes it.
+// closes it. a.db stays set: a request of this config that outlives the
+// grace period then gets an error from a closed store, not a nil pointer.
 func (a *App) Cleanup() error {
-	if a.db == nil {
+	if a.db == nil || a.released {
 		return nil
 	}
-	path := a.db.path
-	a.db = nil
-	return releaseDatabase(path)
+	a.released = true
+	return releaseDatabase(a.db.path)
 }
 
 // store and keys give handlers the shared services.

@@ -129,12 +129,11 @@ func bearer(header string) (string, *apiError) {
 	if header == "" {
 		return "", &errNoKey
 	}
-	scheme, token, ok := strings.Cut(header, " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") {
+	scheme, token, _ := strings.Cut(header, " ")
+	if !strings.EqualFold(scheme, "Bearer") {
 		return "", &errNotBearer
 	}
-	token = strings.TrimSpace(token)
-	if token == "" {
+	if token = strings.TrimSpace(token); token == "" {
 		return "", &errNoKey
 	}
 	return token, nil

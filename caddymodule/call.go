@@ -1,10 +1,7 @@
 package caddymodule
 
 import (
-	"net/http"
 	"time"
-
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/arcaneapi/caddy-arcane/billing"
 )
@@ -21,10 +18,4 @@ type call struct {
 	Principal *billing.Principal
 	// Start is when authentication began.
 	Start time.Time
-}
-
-// callFrom returns the request's call, or nil if arcane_auth did not run.
-func callFrom(r *http.Request) *call {
-	c, _ := caddyhttp.GetVar(r.Context(), callVar).(*call)
-	return c
 }
