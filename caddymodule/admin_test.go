@@ -504,17 +504,7 @@ func TestAdminRoutingErrors(t *testing.T) {
 
 func TestAdminWithoutArcaneApp(t *testing.T) {
 	tester := caddytest.NewTester(t)
-	tester.InitServer(`{
-	admin localhost:2999
-	http_port 9080
-	https_port 9443
-	grace_period 1ns
-}
-
-http://localhost:9080 {
-	respond "plain"
-}
-`, "caddyfile")
+	tester.InitServer(plainCaddyfile, "caddyfile")
 	tester.AssertGetResponse(siteURL+"/", http.StatusOK, "plain")
 
 	for _, tc := range []struct{ method, path string }{
