@@ -1,0 +1,291 @@
+package openai
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"math"
+	"reflect"
+	"testing"
+)
+
+// Seeds shared by the fuzz targets.
+var fuzzSeeds = []string{
+	``, `{}`, `[]`, `null`, `{"a":1}`, `{"model":"m"}`, `{"model":"m","messages":[]}`,
+	`{"model":"gpt\u002d5",` + msgs + `}`,
+	`{"model":"m",` + msgs + `,"stream":true}`,
+	`{"model":"m",` + msgs + `,"stream":true,"stream_options":null}`,
+	`{"model":"m",` + msgs + `,"stream":true,"stream_options":{}}`,
+	`{"stream":true,"stream_options":{"include_obfuscation":false,"include_usage":false},"model":"m",` + msgs + `}`,
+	`{"model":"m","messages":[{"role":"assistant","content":null,"tool_calls":[]}],"max_tokens":5,"max_completion_tokens":9,"n":2,"temperature":0.5,"top_p":1}`,
+	`{"metadata":{"a":"}{\"][","b":[{"c":"\\"}]},"model":"m",` + msgs + `}`,
+	"{\"model\":\"m\xff\"," + msgs + "}",
+	`{"mod\u0065l":"a",` + msgs + `,"model":"b"}`,
+	chunkFirst, chunkHi, chunkFinish, chunkUsage, response,
+	`{"choices":[{"delta":{"reasoning_content":"r","content":"c","refusal":"x","tool_calls":[{"function":{"name":"f","arguments":"{}"},"custom":{"name":"g","input":"i"}}],"function_call":{"name":"h","arguments":"a"}}}]}`,
+	`{"choices":[{"message":{"content":[{"type":"text","text":"a"}]}}],"usage":{"prompt_tokens":1.0,"completion_tokens":-1,"total_tokens":0}}`,
+	`{"usage":{"prompt_tokens":9223372036854775807,"completion_tokens":9223372036854775807}}`,
+}
+
+// FuzzWalk holds the walker to encoding/json: the same inputs are valid, and
+// an object's members decode to the same keys and raw values. Its trusting
+// skip, for values already validated, must agree with the validating one.
+func FuzzWalk(f *testing.F) {
+	for _, s := range fuzzSeeds {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		valid := json.Valid(data)
+		if validValue(data) != valid {
+			t.Fatalf("validValue = %v, json.Valid = %v", !valid, valid)
+		}
+		if valid {
+			// The trusting skip finds the same end as the validating one.
+			i := skipWS(data, 0)
+			if end, want := skip(data, i, 0), skipValue(data, i, 0); end != want {
+				t.Fatalf("skip = %d, skipValue = %d", end, want)
+			}
+		}
+		o := topObject(data)
+		got := map[string]string{}
+		for {
+			m, ok := o.next()
+			if !ok {
+				break
+			}
+			key := string(appendUnescaped(nil, m.key))
+			got[key] = string(data[m.start:m.end])
+			if isASCII(key) && !m.is(key) {
+				t.Fatalf("member %q does not match its own decoded key", m.key)
+			}
+		}
+		isObject := valid && data[skipWS(data, 0)] == '{'
+		if o.failed() == isObject {
+			t.Fatalf("walk failed = %v, but the input is a valid object = %v", o.failed(), isObject)
+		}
+		if !isObject {
+			return
+		}
+		var want map[string]json.RawMessage
+		if err := json.Unmarshal(data, &want); err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != len(want) {
+			t.Fatalf("got %d keys, encoding/json %d", len(got), len(want))
+		}
+		for k, v := range want {
+			if got[k] != string(v) {
+				t.Fatalf("key %q: got %q, encoding/json %q", k, got[k], v)
+			}
+		}
+	})
+}
+
+// FuzzScanRequest checks that whatever ScanRequest accepts, encoding/json
+// reads the same way, and that the upstream body is JSON with the new model.
+func FuzzScanRequest(f *testing.F) {
+	for _, s := range fuzzSeeds {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		r, err := ScanRequest(body)
+		if err != nil {
+			var re *RequestError
+			if !errors.As(err, &re) {
+				t.Fatalf("error %T is not a *RequestError", err)
+			}
+			if !json.Valid(body) && (re.Param != "" || re.Code != "") {
+				t.Fatalf("malformed body refused as %+v", re)
+			}
+			return
+		}
+		var m map[string]any
+		if err := json.Unmarshal(body, &m); err != nil {
+			t.Fatalf("accepted, but encoding/json says: %v", err)
+		}
+		if model, ok := m["model"].(string); !ok || model != r.Model || model == "" {
+			t.Fatalf("model %q, encoding/json %#v", r.Model, m["model"])
+		}
+		messages, _ := m["messages"].([]any)
+		if len(messages) == 0 || len(messages) != r.Messages {
+			t.Fatalf("%d messages, encoding/json %d", r.Messages, len(messages))
+		}
+		for i, msg := range messages {
+			mm, _ := msg.(map[string]any)
+			switch mm["role"] {
+			case "system", "developer", "user", "assistant", "tool", "function":
+			default:
+				t.Fatalf("messages[%d].role %#v accepted", i, mm["role"])
+			}
+		}
+		if stream, _ := m["stream"].(bool); stream != r.Stream {
+			t.Fatalf("stream %v, encoding/json %#v", r.Stream, m["stream"])
+		}
+		if r.N < 1 || r.N > maxN || r.MaxTokens < 0 {
+			t.Fatalf("n %d, max tokens %d", r.N, r.MaxTokens)
+		}
+
+		const upstream = "up\"stream\u2028\x01"
+		out := r.AppendUpstream(nil, body, upstream, true)
+		checkSameExceptRewrites(t, body, out, upstream, r.Stream)
+		again, err := ScanRequest(out)
+		if err != nil {
+			t.Fatalf("the upstream body is refused: %v\n%s", err, out)
+		}
+		if again.Model != upstream || again.IncludeUsage != r.Stream || again.Messages != r.Messages || again.MaxTokens != r.MaxTokens {
+			t.Fatalf("the upstream body scans as %+v, from %+v", again, r)
+		}
+	})
+}
+
+// FuzzAppendWithModel checks that a JSON object stays one, with the new model.
+func FuzzAppendWithModel(f *testing.F) {
+	for _, s := range fuzzSeeds {
+		f.Add([]byte(s), "gpt-5.2")
+	}
+	f.Add([]byte(`{"model":"a","model":"b"}`), "x\"\xff\n")
+	f.Fuzz(func(t *testing.T, obj []byte, model string) {
+		out := AppendWithModel([]byte("data: "), obj, model)
+		if !bytes.HasPrefix(out, []byte("data: ")) {
+			t.Fatal("the prefix was lost")
+		}
+		out = out[len("data: "):]
+		var in map[string]any
+		if !json.Valid(obj) || json.Unmarshal(obj, &in) != nil || in == nil {
+			if !bytes.Equal(out, obj) {
+				t.Fatalf("a non-object changed: %q -> %q", obj, out)
+			}
+			return
+		}
+		var got map[string]any
+		if err := json.Unmarshal(out, &got); err != nil {
+			t.Fatalf("output is not JSON: %v\n%s", err, out)
+		}
+		if _, ok := in["model"]; ok {
+			var want string
+			quoted, _ := json.Marshal(model)
+			_ = json.Unmarshal(quoted, &want)
+			in["model"] = want
+		}
+		if !reflect.DeepEqual(in, got) {
+			t.Fatalf("got %v, want %v", got, in)
+		}
+	})
+}
+
+// FuzzChunk holds ParseUsage, IsUsageOnlyChunk and AppendContent to
+// references written over encoding/json.
+func FuzzChunk(f *testing.F) {
+	for _, s := range fuzzSeeds {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, obj []byte) {
+		var m map[string]any
+		d := json.NewDecoder(bytes.NewReader(obj))
+		d.UseNumber()
+		if !json.Valid(obj) || d.Decode(&m) != nil {
+			m = nil
+		}
+		u, ok := ParseUsage(obj)
+		wu, wok := refUsage(m)
+		if u != wu || ok != wok {
+			t.Fatalf("ParseUsage = %+v %v, reference %+v %v", u, ok, wu, wok)
+		}
+		if got, want := IsUsageOnlyChunk(obj), refUsageOnly(m); got != want {
+			t.Fatalf("IsUsageOnlyChunk = %v, reference %v", got, want)
+		}
+		if got, want := string(AppendContent(nil, obj)), refContent(m); got != want {
+			t.Fatalf("AppendContent = %q, reference %q", got, want)
+		}
+	})
+}
+
+func refUsage(m map[string]any) (Usage, bool) {
+	um, ok := m["usage"].(map[string]any)
+	if !ok {
+		return Usage{}, false
+	}
+	detail := func(v any, k string) int64 {
+		dm, _ := v.(map[string]any)
+		return refCount(dm[k])
+	}
+	u := Usage{
+		PromptTokens:     refCount(um["prompt_tokens"]),
+		CompletionTokens: refCount(um["completion_tokens"]),
+		TotalTokens:      refCount(um["total_tokens"]),
+		CachedTokens:     detail(um["prompt_tokens_details"], "cached_tokens"),
+		ReasoningTokens:  detail(um["completion_tokens_details"], "reasoning_tokens"),
+	}
+	if u.TotalTokens == 0 {
+		u.TotalTokens = u.PromptTokens + u.CompletionTokens
+		if u.TotalTokens < 0 {
+			u.TotalTokens = math.MaxInt64
+		}
+	}
+	return u, true
+}
+
+func refCount(v any) int64 {
+	n, ok := v.(json.Number)
+	if !ok {
+		return 0
+	}
+	if i, err := n.Int64(); err == nil {
+		return max(i, 0)
+	}
+	if bytes.ContainsAny([]byte(n), ".eE") {
+		f, err := n.Float64()
+		if err == nil && f >= 0 && f < math.MaxInt64 && f == math.Trunc(f) {
+			return int64(f)
+		}
+	}
+	return 0
+}
+
+func refUsageOnly(m map[string]any) bool {
+	choices, ok := m["choices"].([]any)
+	_, usage := m["usage"].(map[string]any)
+	return ok && len(choices) == 0 && usage
+}
+
+func refContent(m map[string]any) string {
+	var out []byte
+	str := func(v any) {
+		if s, ok := v.(string); ok {
+			out = append(out, s...)
+		}
+	}
+	obj := func(v any) map[string]any { o, _ := v.(map[string]any); return o }
+	choices, _ := m["choices"].([]any)
+	for _, c := range choices {
+		for _, k := range []string{"delta", "message"} {
+			msg := obj(obj(c)[k])
+			if msg == nil {
+				continue
+			}
+			str(msg["reasoning_content"])
+			str(msg["reasoning"])
+			if parts, ok := msg["content"].([]any); ok {
+				for _, p := range parts {
+					str(obj(p)["text"])
+					str(obj(p)["refusal"])
+				}
+			} else {
+				str(msg["content"])
+			}
+			str(msg["refusal"])
+			calls, _ := msg["tool_calls"].([]any)
+			for _, call := range calls {
+				fn, custom := obj(obj(call)["function"]), obj(obj(call)["custom"])
+				str(fn["name"])
+				str(fn["arguments"])
+				str(custom["name"])
+				str(custom["input"])
+			}
+			fc := obj(msg["function_call"])
+			str(fc["name"])
+			str(fc["arguments"])
+		}
+	}
+	return string(out)
+}
