@@ -8,6 +8,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/arcaneapi/caddy-arcane/billing"
+	"github.com/arcaneapi/caddy-arcane/upstream"
+	"github.com/arcaneapi/caddy-arcane/upstream/tokens"
 )
 
 func init() {
@@ -38,6 +40,17 @@ type App struct {
 	// Default: 100000.
 	KeyCacheSize int64 `json:"key_cache_size,omitempty"`
 
+	// Providers are the upstream APIs, by name.
+	Providers map[string]*ProviderConfig `json:"providers,omitempty"`
+
+	// Models are the public models clients may call, with their
+	// deployments and prices.
+	Models []*ModelConfig `json:"models,omitempty"`
+
+	// MaxRequestBody bounds a request body in bytes; larger bodies get 413.
+	// Default: 4 MiB.
+	MaxRequestBody int64 `json:"max_request_body,omitempty"`
+
 	// Demo, when true, makes sure an account named "demo" exists (with
 	// $10.00 on first creation) and mints a fresh key for it at start,
 	// printed once to standard error; earlier demo keys are revoked. It is
@@ -47,7 +60,15 @@ type App struct {
 	db       *database
 	released bool
 	logger   *zap.Logger
+	catalog  *upstream.Catalog
+	prices   map[string]billing.Price
+	proxy    *upstream.Proxy
 }
+
+// tokenCounter counts usage for providers that report none. Its
+// vocabularies load once per process, on first use, and are shared by
+// every config.
+var tokenCounter = tokens.NewCounter()
 
 // CaddyModule returns the Caddy module information.
 func (App) CaddyModule() caddy.ModuleInfo {
@@ -61,6 +82,15 @@ func (App) CaddyModule() caddy.ModuleInfo {
 // they are provisioned, whatever order the apps start in.
 func (a *App) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
+	catalog, prices, err := a.buildCatalog()
+	if err != nil {
+		return err
+	}
+	a.catalog, a.prices = catalog, prices
+	a.proxy = &upstream.Proxy{Tokens: tokenCounter}
+	if a.MaxRequestBody <= 0 {
+		a.MaxRequestBody = 4 << 20
+	}
 	path, err := databasePath(a.Storage)
 	if err != nil {
 		return err
@@ -81,6 +111,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 func (a *App) Validate() error {
 	if a.OpenTimeout < 0 {
 		return fmt.Errorf("open_timeout must not be negative")
+	}
+	if a.MaxRequestBody < 0 {
+		return fmt.Errorf("max_request_body must not be negative")
 	}
 	if a.KeyCacheSize < 0 {
 		return fmt.Errorf("key_cache_size must not be negative")

@@ -68,20 +68,20 @@ func arcaneApp(ctx caddy.Context) (*App, error) {
 }
 
 var (
-	errNoKey = apiError{http.StatusUnauthorized, "invalid_request_error", "invalid_api_key",
-		"You didn't provide an API key. Send it in the Authorization header as: Authorization: Bearer ak_..."}
-	errNotBearer = apiError{http.StatusUnauthorized, "invalid_request_error", "invalid_api_key",
-		"The Authorization header must use the Bearer scheme: Authorization: Bearer ak_..."}
-	errBadKey = apiError{http.StatusUnauthorized, "invalid_request_error", "invalid_api_key",
-		"Incorrect API key provided. Keys start with ak_ and are 52 characters long; check that it was copied whole."}
-	errUnknownKey = apiError{http.StatusUnauthorized, "invalid_request_error", "invalid_api_key",
-		"Incorrect API key provided."}
-	errRevokedKey = apiError{http.StatusUnauthorized, "invalid_request_error", "invalid_api_key",
-		"This API key has been revoked."}
-	errExpiredKey = apiError{http.StatusUnauthorized, "invalid_request_error", "invalid_api_key",
-		"This API key has expired."}
-	errDisabled = apiError{http.StatusForbidden, "permission_error", "account_disabled",
-		"This account is disabled. Contact the operator of this API."}
+	errNoKey = apiError{Status: http.StatusUnauthorized, Type: "invalid_request_error", Code: "invalid_api_key",
+		Message: "You didn't provide an API key. Send it in the Authorization header as: Authorization: Bearer ak_..."}
+	errNotBearer = apiError{Status: http.StatusUnauthorized, Type: "invalid_request_error", Code: "invalid_api_key",
+		Message: "The Authorization header must use the Bearer scheme: Authorization: Bearer ak_..."}
+	errBadKey = apiError{Status: http.StatusUnauthorized, Type: "invalid_request_error", Code: "invalid_api_key",
+		Message: "Incorrect API key provided. Keys start with ak_ and are 52 characters long; check that it was copied whole."}
+	errUnknownKey = apiError{Status: http.StatusUnauthorized, Type: "invalid_request_error", Code: "invalid_api_key",
+		Message: "Incorrect API key provided."}
+	errRevokedKey = apiError{Status: http.StatusUnauthorized, Type: "invalid_request_error", Code: "invalid_api_key",
+		Message: "This API key has been revoked."}
+	errExpiredKey = apiError{Status: http.StatusUnauthorized, Type: "invalid_request_error", Code: "invalid_api_key",
+		Message: "This API key has expired."}
+	errDisabled = apiError{Status: http.StatusForbidden, Type: "permission_error", Code: "account_disabled",
+		Message: "This account is disabled. Contact the operator of this API."}
 )
 
 func (h *Auth) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {

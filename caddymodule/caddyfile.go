@@ -1,12 +1,16 @@
 package caddymodule
 
 import (
+	"fmt"
 	"strconv"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/dustin/go-humanize"
+
+	"github.com/arcaneapi/caddy-arcane/billing"
 )
 
 func init() {
@@ -32,6 +36,26 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //		open_timeout   <duration>
 //		key_cache_size <n>
 //		demo           [on|off]
+//		max_request_body <size>
+//		provider <name> {
+//			type     openai|anthropic|mock
+//			base_url <url>
+//			api_key  <key, as {env.NAME}>
+//			dial_timeout <duration>
+//			response_header_timeout <duration>
+//			# mock only:
+//			time_to_first_token <duration>
+//			tokens_per_second <n>
+//			reply_tokens <n>
+//			error_rate <0..1>
+//		}
+//		model <id> {
+//			deploy <provider> <provider-model-id> [<weight>]
+//			price input <usd> output <usd> [cached_input <usd>]  # per 1M tokens
+//			context_length <n>
+//			max_output_tokens <n>
+//			owned_by <name>
+//		}
 //	}
 func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume option name
@@ -41,11 +65,30 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	seen := make(map[string]bool)
 	for d.NextBlock(0) {
 		name := d.Val()
-		if seen[name] {
+		if seen[name] && name != "provider" && name != "model" {
 			return d.Errf("%s already specified", name)
 		}
 		seen[name] = true
 		switch name {
+		case "provider":
+			if err := a.unmarshalProvider(d); err != nil {
+				return err
+			}
+			continue
+		case "model":
+			if err := a.unmarshalModel(d); err != nil {
+				return err
+			}
+			continue
+		case "max_request_body":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			size, err := humanize.ParseBytes(d.Val())
+			if err != nil || size == 0 || size > 1<<40 {
+				return d.Errf("max_request_body %q: expected a size such as 4MiB", d.Val())
+			}
+			a.MaxRequestBody = int64(size)
 		case "storage":
 			if !d.NextArg() {
 				return d.ArgErr()
@@ -86,6 +129,189 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		if d.NextArg() {
 			return d.ArgErr()
 		}
+	}
+	return nil
+}
+
+func (a *App) unmarshalProvider(d *caddyfile.Dispenser) error {
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	name := d.Val()
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	if _, dup := a.Providers[name]; dup {
+		return d.Errf("provider %s already defined", name)
+	}
+	pc := new(ProviderConfig)
+	seen := make(map[string]bool)
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		opt := d.Val()
+		if seen[opt] {
+			return d.Errf("provider %s: %s already specified", name, opt)
+		}
+		seen[opt] = true
+		if !d.NextArg() {
+			return d.ArgErr()
+		}
+		val := d.Val()
+		switch opt {
+		case "type":
+			pc.Type = val
+		case "base_url":
+			pc.BaseURL = val
+		case "api_key":
+			pc.APIKey = val
+		case "dial_timeout", "response_header_timeout", "time_to_first_token":
+			dur, err := caddy.ParseDuration(val)
+			if err != nil || dur < 0 {
+				return d.Errf("provider %s: %s %q: expected a duration such as 10s", name, opt, val)
+			}
+			switch opt {
+			case "dial_timeout":
+				pc.DialTimeout = caddy.Duration(dur)
+			case "response_header_timeout":
+				pc.ResponseHeaderTimeout = caddy.Duration(dur)
+			default:
+				pc.TimeToFirstToken = caddy.Duration(dur)
+			}
+		case "tokens_per_second", "error_rate":
+			f, err := strconv.ParseFloat(val, 64)
+			if err != nil || f < 0 || (opt == "error_rate" && f > 1) {
+				return d.Errf("provider %s: %s %q: expected a number (error_rate: 0 to 1)", name, opt, val)
+			}
+			if opt == "error_rate" {
+				pc.ErrorRate = f
+			} else {
+				pc.TokensPerSecond = f
+			}
+		case "reply_tokens":
+			n, err := strconv.Atoi(val)
+			if err != nil || n <= 0 {
+				return d.Errf("provider %s: reply_tokens %q: expected a positive whole number", name, val)
+			}
+			pc.ReplyTokens = n
+		default:
+			return d.Errf("provider %s: unrecognized option %q", name, opt)
+		}
+		if d.NextArg() {
+			return d.ArgErr()
+		}
+	}
+	if pc.Type == "" {
+		return d.Errf("provider %s: type is required (openai, anthropic or mock)", name)
+	}
+	if a.Providers == nil {
+		a.Providers = make(map[string]*ProviderConfig)
+	}
+	a.Providers[name] = pc
+	return nil
+}
+
+func (a *App) unmarshalModel(d *caddyfile.Dispenser) error {
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	mc := &ModelConfig{ID: d.Val()}
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for _, m := range a.Models {
+		if m.ID == mc.ID {
+			return d.Errf("model %s already defined", mc.ID)
+		}
+	}
+	seen := make(map[string]bool)
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		opt := d.Val()
+		if seen[opt] && opt != "deploy" {
+			return d.Errf("model %s: %s already specified", mc.ID, opt)
+		}
+		seen[opt] = true
+		args := d.RemainingArgs()
+		switch opt {
+		case "deploy":
+			if len(args) != 2 && len(args) != 3 {
+				return d.Errf("model %s: expected deploy <provider> <provider-model-id> [<weight>]", mc.ID)
+			}
+			dc := DeploymentConfig{Provider: args[0], Model: args[1]}
+			if len(args) == 3 {
+				w, err := strconv.Atoi(args[2])
+				if err != nil || w <= 0 {
+					return d.Errf("model %s: deploy weight %q: expected a positive whole number", mc.ID, args[2])
+				}
+				dc.Weight = w
+			}
+			mc.Deployments = append(mc.Deployments, dc)
+		case "price":
+			if err := parsePrice(&mc.Price, args); err != nil {
+				return d.Errf("model %s: price: %v", mc.ID, err)
+			}
+		case "context_length", "max_output_tokens":
+			if len(args) != 1 {
+				return d.ArgErr()
+			}
+			n, err := strconv.ParseInt(args[0], 10, 64)
+			if err != nil || n <= 0 {
+				return d.Errf("model %s: %s %q: expected a positive whole number", mc.ID, opt, args[0])
+			}
+			if opt == "context_length" {
+				mc.ContextLength = n
+			} else {
+				mc.MaxOutputTokens = n
+			}
+		case "owned_by":
+			if len(args) != 1 {
+				return d.ArgErr()
+			}
+			mc.OwnedBy = args[0]
+		default:
+			return d.Errf("model %s: unrecognized option %q", mc.ID, opt)
+		}
+	}
+	if len(mc.Deployments) == 0 {
+		return d.Errf("model %s: at least one deploy line is required", mc.ID)
+	}
+	if !seen["price"] {
+		return d.Errf("model %s: a price line is required (price input <usd> output <usd>, per 1M tokens)", mc.ID)
+	}
+	a.Models = append(a.Models, mc)
+	return nil
+}
+
+// parsePrice reads `input X output Y [cached_input Z]`, USD per 1M tokens.
+func parsePrice(p *billing.Price, args []string) error {
+	if len(args)%2 != 0 {
+		return fmt.Errorf("expected pairs: input <usd> output <usd> [cached_input <usd>]")
+	}
+	seen := make(map[string]bool)
+	for i := 0; i < len(args); i += 2 {
+		kind, val := args[i], args[i+1]
+		if seen[kind] {
+			return fmt.Errorf("%s given twice", kind)
+		}
+		seen[kind] = true
+		amt, err := billing.ParseAmount(val)
+		if err != nil {
+			return err
+		}
+		if amt < 0 {
+			return fmt.Errorf("%s %s: must not be negative", kind, val)
+		}
+		switch kind {
+		case "input":
+			p.Input = amt
+		case "output":
+			p.Output = amt
+		case "cached_input":
+			p.CachedInput = &amt
+		default:
+			return fmt.Errorf("unknown price kind %q (want input, output or cached_input)", kind)
+		}
+	}
+	if !seen["input"] || !seen["output"] {
+		return fmt.Errorf("both input and output prices are required")
 	}
 	return nil
 }

@@ -16,10 +16,11 @@ type apiError struct {
 	Type    string
 	Code    string
 	Message string
+	Param   string
 }
 
 var (
-	errServer = apiError{http.StatusInternalServerError, "server_error", "", "The server had an error while processing your request. Retry with backoff; if it persists, contact the operator."}
+	errServer = apiError{Status: http.StatusInternalServerError, Type: "server_error", Code: "", Message: "The server had an error while processing your request. Retry with backoff; if it persists, contact the operator."}
 )
 
 type errorBody struct {
@@ -39,6 +40,9 @@ func writeError(w http.ResponseWriter, r *http.Request, e apiError) {
 	body.Error.Type = e.Type
 	if e.Code != "" {
 		body.Error.Code = &e.Code
+	}
+	if e.Param != "" {
+		body.Error.Param = &e.Param
 	}
 	if extra, ok := r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok {
 		code := e.Code

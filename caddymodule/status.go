@@ -19,9 +19,11 @@ func init() {
 	httpcaddyfile.RegisterDirectiveOrder("arcane_status", httpcaddyfile.Before, "respond")
 }
 
-// Status answers `GET /v1/status`, the health check: 200 with
-// `"status":"ok"` when the store can be read, 503 with `"degraded"`
-// otherwise, and arcane's version. It is a terminal handler.
+// Status answers `GET /v1/status`, the health check: the overall `status`
+// (`ok`; `degraded` when some model has no healthy deployment; `down`, with
+// 503, when the store cannot be read or no model can be served), arcane's
+// version, the store's state, and each model's deployments by provider. It
+// is a terminal handler.
 type Status struct {
 	app    *App
 	logger *zap.Logger
@@ -46,9 +48,22 @@ func (h *Status) Provision(ctx caddy.Context) error {
 }
 
 type statusBody struct {
-	Status  string      `json:"status"`
-	Version string      `json:"version"`
-	Store   storeStatus `json:"store"`
+	Status  string                 `json:"status"`
+	Version string                 `json:"version"`
+	Store   storeStatus            `json:"store"`
+	Models  map[string]modelStatus `json:"models"`
+}
+
+// modelStatus reports a model's deployments by provider name only: the
+// providers' own model ids are not for clients.
+type modelStatus struct {
+	Status      string             `json:"status"`
+	Deployments []deploymentStatus `json:"deployments"`
+}
+
+type deploymentStatus struct {
+	Provider string `json:"provider"`
+	Status   string `json:"status"`
 }
 
 type storeStatus struct {
@@ -58,15 +73,36 @@ type storeStatus struct {
 func (h *Status) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
-		writeError(w, r, apiError{http.StatusMethodNotAllowed, "invalid_request_error", "method_not_allowed",
-			"Use GET for /v1/status."})
+		writeError(w, r, apiError{Status: http.StatusMethodNotAllowed, Type: "invalid_request_error", Code: "method_not_allowed",
+			Message: "Use GET for /v1/status."})
 		return nil
 	}
-	body := statusBody{Status: "ok", Version: version(), Store: storeStatus{Status: "ok"}}
+	body := statusBody{Status: "ok", Version: version(), Store: storeStatus{Status: "ok"}, Models: map[string]modelStatus{}}
+	models, failing := h.app.catalog.Models(), 0
+	for _, m := range models {
+		ms := modelStatus{Status: "failing"}
+		for _, d := range m.Deployments {
+			ds := deploymentStatus{Provider: d.Provider.Name, Status: "failing"}
+			if d.Healthy() {
+				ds.Status, ms.Status = "ok", "ok"
+			}
+			ms.Deployments = append(ms.Deployments, ds)
+		}
+		if ms.Status != "ok" {
+			failing++
+		}
+		body.Models[m.ID] = ms
+	}
 	status := http.StatusOK
-	if err := h.app.store().Ping(); err != nil {
-		h.logger.Error("store health check failed", zap.Error(err))
-		body.Status, body.Store.Status, status = "degraded", "unavailable", http.StatusServiceUnavailable
+	storeErr := h.app.store().Ping()
+	switch {
+	case storeErr != nil:
+		h.logger.Error("store health check failed", zap.Error(storeErr))
+		body.Status, body.Store.Status, status = "down", "unavailable", http.StatusServiceUnavailable
+	case len(models) > 0 && failing == len(models):
+		body.Status, status = "down", http.StatusServiceUnavailable
+	case failing > 0:
+		body.Status = "degraded"
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")

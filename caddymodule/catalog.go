@@ -1,0 +1,181 @@
+package caddymodule
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/arcaneapi/caddy-arcane/billing"
+	"github.com/arcaneapi/caddy-arcane/upstream"
+	"github.com/arcaneapi/caddy-arcane/upstream/mock"
+)
+
+// ProviderConfig is one upstream API in the arcane app's configuration.
+type ProviderConfig struct {
+	// Type is the wire format: `openai` (any OpenAI-compatible API: OpenAI,
+	// vLLM, llama.cpp's server, Ollama, Groq, ...), `anthropic` (not yet
+	// supported by this build: refused at provision), or `mock` (a built-in
+	// deterministic upstream, for trying arcane out and for load tests).
+	Type string `json:"type"`
+
+	// BaseURL is the API's base, to which `/chat/completions` is appended,
+	// e.g. `https://api.openai.com/v1`. Not used by `mock`.
+	BaseURL string `json:"base_url,omitempty"`
+
+	// APIKey is the gateway's key for this provider, sent as a Bearer token.
+	// Give it as a placeholder such as `{env.OPENAI_API_KEY}`: it is
+	// resolved when the config is provisioned, so the key itself never
+	// appears in the config Caddy's admin API shows.
+	APIKey string `json:"api_key,omitempty"`
+
+	// DialTimeout bounds connecting to the provider. Default: 10s.
+	DialTimeout caddy.Duration `json:"dial_timeout,omitempty"`
+
+	// ResponseHeaderTimeout bounds the wait for the provider's response
+	// headers once the request is sent (for streams, roughly the time to
+	// the first token). Default: 5m.
+	ResponseHeaderTimeout caddy.Duration `json:"response_header_timeout,omitempty"`
+
+	// TimeToFirstToken (mock only) delays the first token. Default: 0.
+	TimeToFirstToken caddy.Duration `json:"time_to_first_token,omitempty"`
+	// TokensPerSecond (mock only) paces streamed tokens; 0 sends them as
+	// fast as possible.
+	TokensPerSecond float64 `json:"tokens_per_second,omitempty"`
+	// ReplyTokens (mock only) is the length of a reply when the request
+	// sets no max_tokens. Default: 16.
+	ReplyTokens int `json:"reply_tokens,omitempty"`
+	// ErrorRate (mock only) is the fraction of requests, 0 to 1, answered
+	// with a 500, spread evenly.
+	ErrorRate float64 `json:"error_rate,omitempty"`
+}
+
+// DeploymentConfig puts a public model on a provider.
+type DeploymentConfig struct {
+	// Provider names one of the app's providers.
+	Provider string `json:"provider"`
+	// Model is the provider's own id for the model; clients never see it.
+	Model string `json:"model"`
+	// Weight shares traffic between a model's deployments. Default: 1.
+	Weight int `json:"weight,omitempty"`
+}
+
+// ModelConfig is one public model.
+type ModelConfig struct {
+	// ID is the model id clients ask for, e.g. `gpt-5.2`.
+	ID string `json:"id"`
+	// Deployments serve the model; at least one.
+	Deployments []DeploymentConfig `json:"deployments"`
+	// Price in USD per one million tokens, as decimal strings.
+	Price billing.Price `json:"price"`
+	// ContextLength, when known, is reported by /v1/models.
+	ContextLength int64 `json:"context_length,omitempty"`
+	// MaxOutputTokens, when known, caps a reply (and sizes balance holds).
+	MaxOutputTokens int64 `json:"max_output_tokens,omitempty"`
+	// OwnedBy is reported by /v1/models. Default: the first deployment's
+	// provider name.
+	OwnedBy string `json:"owned_by,omitempty"`
+}
+
+// buildCatalog turns the configuration into providers and a catalog,
+// naming the provider or model at fault in every error.
+func (a *App) buildCatalog() (*upstream.Catalog, map[string]billing.Price, error) {
+	repl := caddy.NewReplacer()
+	providers := make(map[string]*upstream.Provider, len(a.Providers))
+	for name, pc := range a.Providers {
+		p, err := newProvider(name, pc, repl)
+		if err != nil {
+			return nil, nil, err
+		}
+		providers[name] = p
+	}
+	models := make([]*upstream.Model, 0, len(a.Models))
+	prices := make(map[string]billing.Price, len(a.Models))
+	created := time.Now().Unix()
+	for _, mc := range a.Models {
+		if mc.ID == "" {
+			return nil, nil, fmt.Errorf("a model needs an id")
+		}
+		if mc.Price.Input < 0 || mc.Price.Output < 0 || (mc.Price.CachedInput != nil && *mc.Price.CachedInput < 0) {
+			return nil, nil, fmt.Errorf("model %s: prices must not be negative", mc.ID)
+		}
+		if mc.ContextLength < 0 || mc.MaxOutputTokens < 0 {
+			return nil, nil, fmt.Errorf("model %s: context_length and max_output_tokens must not be negative", mc.ID)
+		}
+		m := &upstream.Model{ID: mc.ID, ContextLength: mc.ContextLength, MaxOutputTokens: mc.MaxOutputTokens,
+			OwnedBy: mc.OwnedBy, Created: created}
+		for _, dc := range mc.Deployments {
+			p, ok := providers[dc.Provider]
+			if !ok {
+				return nil, nil, fmt.Errorf("model %s: deploy names unknown provider %q", mc.ID, dc.Provider)
+			}
+			if dc.Model == "" {
+				return nil, nil, fmt.Errorf("model %s: deploy on %s needs the provider's model id", mc.ID, dc.Provider)
+			}
+			if dc.Weight < 0 {
+				return nil, nil, fmt.Errorf("model %s: deploy weight must be positive", mc.ID)
+			}
+			m.Deployments = append(m.Deployments, &upstream.Deployment{Provider: p, Model: dc.Model, Weight: dc.Weight})
+		}
+		if m.OwnedBy == "" && len(m.Deployments) > 0 {
+			m.OwnedBy = m.Deployments[0].Provider.Name
+		}
+		models = append(models, m)
+		prices[mc.ID] = mc.Price
+	}
+	catalog, err := upstream.NewCatalog(models)
+	if err != nil {
+		return nil, nil, err
+	}
+	return catalog, prices, nil
+}
+
+func newProvider(name string, pc *ProviderConfig, repl *caddy.Replacer) (*upstream.Provider, error) {
+	if pc == nil {
+		return nil, fmt.Errorf("provider %s: empty configuration", name)
+	}
+	key, err := repl.ReplaceOrErr(pc.APIKey, true, true)
+	if err != nil {
+		return nil, fmt.Errorf("provider %s: api_key: %w", name, err)
+	}
+	var client *http.Client
+	switch upstream.ProviderType(pc.Type) {
+	case upstream.TypeMock:
+		if pc.ErrorRate < 0 || pc.ErrorRate > 1 || pc.TokensPerSecond < 0 || pc.ReplyTokens < 0 {
+			return nil, fmt.Errorf("provider %s: error_rate must be 0 to 1; tokens_per_second and reply_tokens must not be negative", name)
+		}
+		client = &http.Client{Transport: &mock.Transport{Handler: mock.NewHandler(mock.Config{
+			TimeToFirstToken: time.Duration(pc.TimeToFirstToken),
+			TokensPerSecond:  pc.TokensPerSecond,
+			ReplyTokens:      pc.ReplyTokens,
+			ErrorRate:        pc.ErrorRate,
+		})}}
+	default:
+		client = &http.Client{Transport: newTransport(pc)}
+	}
+	return upstream.NewProvider(name, upstream.ProviderType(pc.Type), pc.BaseURL, key, client)
+}
+
+// newTransport is one provider's connection pool.
+func newTransport(pc *ProviderConfig) *http.Transport {
+	dial, header := time.Duration(pc.DialTimeout), time.Duration(pc.ResponseHeaderTimeout)
+	if dial <= 0 {
+		dial = 10 * time.Second
+	}
+	if header <= 0 {
+		header = 5 * time.Minute
+	}
+	return &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           (&net.Dialer{Timeout: dial, KeepAlive: 30 * time.Second}).DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   256,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   dial,
+		ResponseHeaderTimeout: header,
+		ExpectContinueTimeout: time.Second,
+	}
+}

@@ -1,0 +1,137 @@
+package caddymodule
+
+import (
+	"errors"
+	"net/http"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/arcaneapi/caddy-arcane/upstream"
+)
+
+func init() {
+	caddy.RegisterModule(Proxy{})
+	httpcaddyfile.RegisterHandlerDirective("arcane_proxy", parseProxy)
+	httpcaddyfile.RegisterDirectiveOrder("arcane_proxy", httpcaddyfile.Before, "reverse_proxy")
+}
+
+// Proxy answers `POST /v1/chat/completions`: it validates the request,
+// sends it to a deployment of the requested model with the model id
+// rewritten to the provider's, and streams the answer back event by event
+// with the public id restored, metering the tokens used. It is a terminal
+// handler; errors are answered in OpenAI's envelope.
+type Proxy struct {
+	app    *App
+	logger *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (Proxy) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.arcane_proxy",
+		New: func() caddy.Module { return new(Proxy) },
+	}
+}
+
+// Provision finds the arcane app.
+func (h *Proxy) Provision(ctx caddy.Context) error {
+	app, err := arcaneApp(ctx)
+	if err != nil {
+		return err
+	}
+	h.app, h.logger = app, ctx.Logger()
+	return nil
+}
+
+func (h *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", "POST")
+		writeError(w, r, apiError{Status: http.StatusMethodNotAllowed, Type: "invalid_request_error", Code: "method_not_allowed",
+			Message: "Use POST for /v1/chat/completions."})
+		return nil
+	}
+	c := callFrom(r)
+	if e := c.chatRequest(r, h.app); e != nil {
+		writeError(w, r, *e)
+		return nil
+	}
+	x := &upstream.Exchange{Body: c.Body, Request: c.Chat, Model: c.Model, Header: r.Header}
+	c.Exchange = x
+	err := h.app.proxy.Forward(r.Context(), w, x)
+	logExchange(r, x)
+	if err == nil {
+		return nil
+	}
+	var ue *upstream.Error
+	if !errors.As(err, &ue) {
+		h.logger.Error("proxying chat completion", zap.Error(err))
+		writeError(w, r, errServer)
+		return nil
+	}
+	if x.Outcome == upstream.OutcomeClientClosed {
+		// Nobody is listening; the access log still says what happened.
+		return caddyhttp.Error(499, err)
+	}
+	h.logger.Warn("upstream refused chat completion",
+		zap.String("model", c.Model.ID), zap.String("deployment", deploymentName(x)), zap.Error(err))
+	if ue.RetryAfter != "" {
+		w.Header().Set("Retry-After", ue.RetryAfter)
+	}
+	writeError(w, r, apiError{Status: ue.Status, Type: ue.Type, Code: ue.Code, Param: ue.Param, Message: ue.Message})
+	return nil
+}
+
+// logExchange puts what the proxy did on the request's access log line.
+func logExchange(r *http.Request, x *upstream.Exchange) {
+	extra, ok := r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields)
+	if !ok {
+		return
+	}
+	extra.Add(zap.String("arcane_model", x.Model.ID))
+	extra.Add(zap.String("arcane_deployment", deploymentName(x)))
+	extra.Add(zap.String("arcane_outcome", string(x.Outcome)))
+	if x.Basis != "" {
+		extra.Add(zap.String("arcane_usage_basis", string(x.Basis)))
+		extra.Add(zap.Int64("arcane_prompt_tokens", x.Usage.PromptTokens))
+		extra.Add(zap.Int64("arcane_cached_tokens", x.Usage.CachedTokens))
+		extra.Add(zap.Int64("arcane_completion_tokens", x.Usage.CompletionTokens))
+	}
+}
+
+func deploymentName(x *upstream.Exchange) string {
+	if x.Deployment == nil {
+		return ""
+	}
+	return x.Deployment.Name()
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+//
+//	arcane_proxy
+func (h *Proxy) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // consume directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	if d.NextBlock(0) {
+		return d.Errf("arcane_proxy takes no options, found %q", d.Val())
+	}
+	return nil
+}
+
+func parseProxy(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	var p Proxy
+	err := p.UnmarshalCaddyfile(h.Dispenser)
+	return &p, err
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Proxy)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Proxy)(nil)
+	_ caddyfile.Unmarshaler       = (*Proxy)(nil)
+)

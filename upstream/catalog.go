@@ -1,0 +1,170 @@
+package upstream
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync/atomic"
+)
+
+// ProviderType is the wire format a provider speaks.
+type ProviderType string
+
+// Provider types.
+const (
+	TypeOpenAI    ProviderType = "openai"
+	TypeAnthropic ProviderType = "anthropic"
+	TypeMock      ProviderType = "mock"
+)
+
+// Provider is one upstream API: where it is, how to authenticate to it, and
+// the HTTP client (one connection pool per provider) that reaches it.
+type Provider struct {
+	Name string
+	Type ProviderType
+	// Endpoint is the chat completions URL: base_url + "/chat/completions".
+	Endpoint string
+	// APIKey is the gateway's own key for the provider, sent as a Bearer
+	// token; empty sends none (local servers).
+	APIKey string
+	Client *http.Client
+}
+
+// NewProvider checks a provider's settings and returns it.
+func NewProvider(name string, typ ProviderType, baseURL, apiKey string, client *http.Client) (*Provider, error) {
+	if name == "" {
+		return nil, errors.New("provider needs a name")
+	}
+	switch typ {
+	case TypeOpenAI, TypeMock:
+	case TypeAnthropic:
+		return nil, fmt.Errorf("provider %s: type anthropic is not supported yet by this build", name)
+	default:
+		return nil, fmt.Errorf("provider %s: unknown type %q (want openai, anthropic or mock)", name, typ)
+	}
+	if typ == TypeMock && baseURL == "" {
+		baseURL = "http://mock.invalid/v1"
+	}
+	u, err := url.Parse(baseURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("provider %s: base_url %q must be an absolute http or https URL", name, baseURL)
+	}
+	if client == nil {
+		return nil, fmt.Errorf("provider %s: no HTTP client", name)
+	}
+	return &Provider{
+		Name: name, Type: typ, APIKey: apiKey, Client: client,
+		Endpoint: strings.TrimSuffix(u.String(), "/") + "/chat/completions",
+	}, nil
+}
+
+// Deployment is a model served by a provider under the provider's own id.
+type Deployment struct {
+	Provider *Provider
+	// Model is the provider's id for the model; clients never see it.
+	Model  string
+	Weight int
+
+	// failures counts consecutive failed requests (connection errors,
+	// 5xx, rejected credentials); a success resets it. Circuit breaking
+	// and failover will build on it.
+	failures atomic.Int64
+}
+
+// failingAfter is how many consecutive failures mark a deployment failing.
+const failingAfter = 3
+
+// Healthy reports whether the deployment's recent requests succeeded.
+func (d *Deployment) Healthy() bool { return d.failures.Load() < failingAfter }
+
+func (d *Deployment) observe(ok bool) {
+	if ok {
+		if d.failures.Load() != 0 {
+			d.failures.Store(0)
+		}
+		return
+	}
+	d.failures.Add(1)
+}
+
+// Name identifies the deployment in logs and ledger rows: provider/model.
+func (d *Deployment) Name() string { return d.Provider.Name + "/" + d.Model }
+
+// Model is a public model: what clients ask for by id.
+type Model struct {
+	ID          string
+	Deployments []*Deployment
+	// ContextLength and MaxOutputTokens are 0 when unknown.
+	ContextLength   int64
+	MaxOutputTokens int64
+	// OwnedBy is what /v1/models reports as owned_by.
+	OwnedBy string
+	// Created is what /v1/models reports as created (Unix seconds).
+	Created int64
+
+	totalWeight int
+}
+
+// Catalog is the set of public models. It is immutable once built and
+// safe for concurrent use.
+type Catalog struct {
+	models map[string]*Model
+	sorted []*Model
+}
+
+// NewCatalog indexes models, refusing duplicates and models without
+// deployments.
+func NewCatalog(models []*Model) (*Catalog, error) {
+	c := &Catalog{models: make(map[string]*Model, len(models))}
+	for _, m := range models {
+		if m.ID == "" {
+			return nil, errors.New("a model needs an id")
+		}
+		if _, dup := c.models[m.ID]; dup {
+			return nil, fmt.Errorf("model %s is defined twice", m.ID)
+		}
+		if len(m.Deployments) == 0 {
+			return nil, fmt.Errorf("model %s has no deployment", m.ID)
+		}
+		m.totalWeight = 0
+		for _, d := range m.Deployments {
+			if d.Weight <= 0 {
+				d.Weight = 1
+			}
+			m.totalWeight += d.Weight
+		}
+		c.models[m.ID] = m
+		c.sorted = append(c.sorted, m)
+	}
+	slices.SortFunc(c.sorted, func(a, b *Model) int { return strings.Compare(a.ID, b.ID) })
+	return c, nil
+}
+
+// Lookup finds a public model by id.
+func (c *Catalog) Lookup(id string) (*Model, bool) {
+	m, ok := c.models[id]
+	return m, ok
+}
+
+// Models lists the public models in id order.
+func (c *Catalog) Models() []*Model { return c.sorted }
+
+// Pick chooses a deployment for one request, by weight. Health-aware
+// selection and failover will replace this; callers already go through it.
+func (m *Model) Pick() *Deployment {
+	if len(m.Deployments) == 1 {
+		return m.Deployments[0]
+	}
+	n := rand.IntN(m.totalWeight)
+	for _, d := range m.Deployments {
+		if n < d.Weight {
+			return d
+		}
+		n -= d.Weight
+	}
+	return m.Deployments[len(m.Deployments)-1]
+}

@@ -1,0 +1,452 @@
+package upstream
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"sync"
+
+	"github.com/arcaneapi/caddy-arcane/upstream/openai"
+	"github.com/arcaneapi/caddy-arcane/upstream/sse"
+	"github.com/arcaneapi/caddy-arcane/upstream/tokens"
+)
+
+// Basis says where a usage figure came from.
+type Basis string
+
+// Usage bases, as ledger rows record them.
+const (
+	// BasisUpstream: the provider reported the usage.
+	BasisUpstream Basis = "upstream"
+	// BasisCounted: the provider reported none; the gateway counted the
+	// prompt and the text it delivered with a tokenizer.
+	BasisCounted Basis = "counted"
+)
+
+// Outcome says how an exchange ended.
+type Outcome string
+
+// Outcomes.
+const (
+	OutcomeOK            Outcome = "ok"
+	OutcomeClientClosed  Outcome = "client_closed"
+	OutcomeUpstreamError Outcome = "upstream_error"
+)
+
+// Exchange is one chat completion passing through the proxy: what the
+// handler knows going in, and what Forward found out.
+type Exchange struct {
+	// Body is the client's request body as received; Request is its scan.
+	Body    []byte
+	Request *openai.Request
+	Model   *Model
+	// Header is the client's request header; only an allow-list of it
+	// goes upstream.
+	Header http.Header
+
+	// Deployment served the request (nil if none was tried).
+	Deployment *Deployment
+	// Usage is what the request used, from Basis.
+	Usage openai.Usage
+	Basis Basis
+	// Delivered reports whether any part of an answer reached the client.
+	Delivered bool
+	Outcome   Outcome
+}
+
+// Error is a failure before anything was written to the client; the
+// handler answers it in OpenAI's error envelope.
+type Error struct {
+	Status  int
+	Type    string
+	Code    string
+	Param   string
+	Message string
+	// RetryAfter is the Retry-After header to send, if any.
+	RetryAfter string
+	// Err is the cause, for logs; never shown to clients.
+	Err error
+}
+
+func (e *Error) Error() string {
+	if e.Err != nil {
+		return fmt.Sprintf("%d %s: %v", e.Status, e.Code, e.Err)
+	}
+	return fmt.Sprintf("%d %s: %s", e.Status, e.Code, e.Message)
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// forwardHeaders are the client headers that go upstream. Everything else
+// (the client's Authorization, cookies, forwarding headers, ...) stays
+// behind: the gateway is a client of the provider, not a relay.
+var forwardHeaders = []string{"Accept-Language", "OpenAI-Beta", "X-Request-Id"}
+
+// Proxy forwards chat completions to deployments. The zero value is not
+// usable; set Tokens.
+type Proxy struct {
+	// Tokens counts usage when an upstream reports none.
+	Tokens *tokens.Counter
+	// MaxResponse bounds a non-streamed upstream answer. Zero means 32 MiB.
+	MaxResponse int64
+	// MaxEvent bounds one streamed event. Zero means 16 MiB.
+	MaxEvent int
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
+
+func getBuf() *[]byte  { return bufPool.Get().(*[]byte) }
+func putBuf(b *[]byte) { *b = (*b)[:0]; bufPool.Put(b) }
+
+// Forward sends x to a deployment of x.Model and writes the answer to w:
+// the JSON response, or the stream event by event, with the public model
+// id in place of the provider's. It returns an *Error when it failed before
+// writing anything (the caller answers it), and nil once the answer was
+// written, however it ended; x says how. ctx is the client's request
+// context: when the client goes away, the upstream request is cancelled.
+func (p *Proxy) Forward(ctx context.Context, w http.ResponseWriter, x *Exchange) error {
+	dep := x.Model.Pick()
+	x.Deployment = dep
+	x.Outcome = OutcomeUpstreamError
+
+	buf := getBuf()
+	defer putBuf(buf)
+	*buf = x.Request.AppendUpstream((*buf)[:0], x.Body, dep.Model, x.Request.Stream)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, dep.Provider.Endpoint, bytes.NewReader(*buf))
+	if err != nil {
+		return &Error{Status: http.StatusInternalServerError, Type: "server_error", Message: "The gateway could not build the upstream request.", Err: err}
+	}
+	h := req.Header
+	h.Set("Content-Type", "application/json")
+	if x.Request.Stream {
+		h.Set("Accept", "text/event-stream")
+	} else {
+		h.Set("Accept", "application/json")
+	}
+	if dep.Provider.APIKey != "" {
+		h.Set("Authorization", "Bearer "+dep.Provider.APIKey)
+	}
+	for _, name := range forwardHeaders {
+		if v := x.Header.Values(name); len(v) > 0 {
+			h[name] = v
+		}
+	}
+	resp, err := dep.Provider.Client.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			x.Outcome = OutcomeClientClosed
+			return &Error{Status: 499, Type: "invalid_request_error", Code: "client_closed", Message: "The client closed the request.", Err: err}
+		}
+		dep.observe(false)
+		return &Error{Status: http.StatusBadGateway, Type: "server_error", Code: "upstream_unavailable",
+			Message: "The model's provider could not be reached. Retry with backoff.", Err: err}
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		s := resp.StatusCode
+		dep.observe(s != http.StatusUnauthorized && s != http.StatusForbidden && s < 500)
+		return p.upstreamError(resp, x)
+	}
+	dep.observe(true)
+	if x.Request.Stream {
+		return p.stream(ctx, w, resp, x)
+	}
+	return p.single(w, resp, x)
+}
+
+// upstreamError turns a provider's refusal into the client's error. The
+// provider rejecting the gateway's own credentials is the operator's
+// problem, never "your key is invalid".
+func (p *Proxy) upstreamError(resp *http.Response, x *Exchange) error {
+	status := resp.StatusCode
+	cause := fmt.Errorf("upstream %s answered HTTP %d", x.Deployment.Name(), status)
+	switch {
+	case status == http.StatusUnauthorized || status == http.StatusForbidden:
+		return &Error{Status: http.StatusBadGateway, Type: "server_error", Code: "upstream_auth_failed",
+			Message: "The model's provider rejected this gateway's credentials. This is a gateway configuration problem, not a problem with your API key; contact the operator.", Err: cause}
+	case status == http.StatusTooManyRequests:
+		retry := resp.Header.Get("Retry-After")
+		if _, err := strconv.Atoi(retry); err != nil {
+			retry = "1"
+		}
+		return &Error{Status: http.StatusTooManyRequests, Type: "requests", Code: "rate_limit_exceeded", RetryAfter: retry,
+			Message: "The model's provider is rate limiting requests. Retry after " + retry + " seconds.", Err: cause}
+	case status == http.StatusNotFound:
+		return &Error{Status: http.StatusBadGateway, Type: "server_error", Code: "upstream_model_unavailable",
+			Message: "The model's provider does not know this model. This is a gateway configuration problem; contact the operator.", Err: cause}
+	case status >= 500 || status < 400:
+		return &Error{Status: http.StatusBadGateway, Type: "server_error", Code: "upstream_error",
+			Message: fmt.Sprintf("The model's provider failed (HTTP %d). Retry with backoff.", status), Err: cause}
+	}
+	// Other 4xx: the provider refused the request itself. Pass its words
+	// on, with its model id replaced by the public one.
+	e := &Error{Status: status, Type: "invalid_request_error", Message: "The model's provider refused the request.", Err: cause}
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	var env struct {
+		Error struct {
+			Message string `json:"message"`
+			Type    string `json:"type"`
+			Param   string `json:"param"`
+			Code    any    `json:"code"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(data, &env) == nil && env.Error.Message != "" {
+		e.Message = replaceModel(env.Error.Message, x.Deployment.Model, x.Model.ID)
+		e.Param = env.Error.Param
+		if env.Error.Type != "" {
+			e.Type = env.Error.Type
+		}
+		if code, ok := env.Error.Code.(string); ok {
+			e.Code = code
+		}
+	}
+	return e
+}
+
+func replaceModel(s, upstream, public string) string {
+	if upstream == "" || upstream == public {
+		return s
+	}
+	return string(bytes.ReplaceAll([]byte(s), []byte(upstream), []byte(public)))
+}
+
+// single relays a non-streamed answer.
+func (p *Proxy) single(w http.ResponseWriter, resp *http.Response, x *Exchange) error {
+	limit := p.MaxResponse
+	if limit <= 0 {
+		limit = 32 << 20
+	}
+	in := getBuf()
+	defer putBuf(in)
+	data, err := readAll(*in, io.LimitReader(resp.Body, limit+1))
+	*in = data
+	if err != nil {
+		return &Error{Status: http.StatusBadGateway, Type: "server_error", Code: "upstream_error",
+			Message: "The model's provider broke off its answer. Retry with backoff.", Err: err}
+	}
+	if int64(len(data)) > limit {
+		return &Error{Status: http.StatusBadGateway, Type: "server_error", Code: "upstream_error",
+			Message: "The model's provider sent an answer larger than this gateway accepts.", Err: fmt.Errorf("response over %d bytes", limit)}
+	}
+	if !json.Valid(data) {
+		return &Error{Status: http.StatusBadGateway, Type: "server_error", Code: "upstream_error",
+			Message: "The model's provider sent an answer that is not JSON.", Err: errors.New("invalid JSON from upstream")}
+	}
+	out := getBuf()
+	defer putBuf(out)
+	*out = openai.AppendWithModel((*out)[:0], data, x.Model.ID)
+
+	if u, ok := openai.ParseUsage(data); ok {
+		x.Usage, x.Basis = u, BasisUpstream
+	} else {
+		text := getBuf()
+		*text = openai.AppendContent((*text)[:0], data)
+		x.Usage, x.Basis = p.count(x, *text), BasisCounted
+		putBuf(text)
+	}
+
+	hdr := w.Header()
+	hdr.Set("Content-Type", "application/json")
+	hdr.Set("Content-Length", strconv.Itoa(len(*out)))
+	w.WriteHeader(http.StatusOK)
+	x.Delivered = true
+	if _, err := w.Write(*out); err != nil {
+		x.Outcome = OutcomeClientClosed
+		return nil
+	}
+	x.Outcome = OutcomeOK
+	return nil
+}
+
+// readAll is io.ReadAll into a reused buffer.
+func readAll(b []byte, r io.Reader) ([]byte, error) {
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return b, err
+		}
+	}
+}
+
+// maxCountBuffer bounds the delivered text a stream keeps for counting in
+// case the upstream reports no usage; past it, text is counted as it goes.
+const maxCountBuffer = 1 << 20
+
+// stream relays an SSE answer event by event. The client's headers are
+// written with the first event, so a provider that fails before sending
+// anything still gets a clean error answer (and, later, failover).
+func (p *Proxy) stream(ctx context.Context, w http.ResponseWriter, resp *http.Response, x *Exchange) error {
+	rc := http.NewResponseController(w)
+	rd := sse.NewReader(resp.Body, p.MaxEvent)
+	out := getBuf()
+	defer putBuf(out)
+	chunk := getBuf()
+	defer putBuf(chunk)
+	text := getBuf()
+	defer putBuf(text)
+	var (
+		gotUsage, sawDone bool
+		counted           int64
+		readErr           error
+	)
+	for {
+		ev, err := rd.Next()
+		if err != nil {
+			readErr = err
+			break
+		}
+		if sse.IsDone(ev.Data) {
+			sawDone = true
+			break
+		}
+		if u, ok := openai.ParseUsage(ev.Data); ok {
+			x.Usage, gotUsage = u, true
+		}
+		if !x.Request.IncludeUsage && openai.IsUsageOnlyChunk(ev.Data) {
+			continue
+		}
+		if !gotUsage {
+			*text = openai.AppendContent(*text, ev.Data)
+			if len(*text) > maxCountBuffer {
+				counted += int64(p.Tokens.Count(x.Model.ID, *text))
+				*text = (*text)[:0]
+			}
+		}
+		// AppendData re-frames the rewritten data: an upstream may
+		// spread one event's JSON over several data lines.
+		*chunk = openai.AppendWithModel((*chunk)[:0], ev.Data, x.Model.ID)
+		*out = sse.AppendData((*out)[:0], *chunk)
+		if !x.Delivered {
+			startStream(w)
+			x.Delivered = true
+		}
+		if _, err := w.Write(*out); err != nil {
+			x.Outcome = OutcomeClientClosed
+			break
+		}
+		if err := rc.Flush(); err != nil {
+			x.Outcome = OutcomeClientClosed
+			break
+		}
+	}
+	if gotUsage {
+		x.Basis = BasisUpstream
+	} else {
+		u := p.count(x, *text)
+		u.CompletionTokens += counted
+		u.TotalTokens += counted
+		x.Usage, x.Basis = u, BasisCounted
+	}
+	if x.Outcome == OutcomeClientClosed {
+		return nil
+	}
+	if !x.Delivered {
+		if ctx.Err() != nil {
+			x.Outcome = OutcomeClientClosed
+			return &Error{Status: 499, Type: "invalid_request_error", Code: "client_closed", Message: "The client closed the request.", Err: ctx.Err()}
+		}
+		if !sawDone {
+			return &Error{Status: http.StatusBadGateway, Type: "server_error", Code: "upstream_error",
+				Message: "The model's provider ended the stream before answering. Retry with backoff.", Err: readErr}
+		}
+		// An empty but complete stream: answer it as one.
+		startStream(w)
+		x.Delivered = true
+	}
+	if ctx.Err() != nil {
+		x.Outcome = OutcomeClientClosed
+		return nil
+	}
+	if !sawDone {
+		// The provider broke off mid-stream: say so in band, the way
+		// OpenRouter's clients expect, then end the stream cleanly.
+		*out = sse.AppendData((*out)[:0], streamErrorChunk)
+		x.Outcome = OutcomeUpstreamError
+	} else {
+		(*out) = (*out)[:0]
+		x.Outcome = OutcomeOK
+	}
+	*out = sse.AppendDone(*out)
+	if _, err := w.Write(*out); err != nil {
+		x.Outcome = OutcomeClientClosed
+		return nil
+	}
+	_ = rc.Flush()
+	return nil
+}
+
+var streamErrorChunk = []byte(`{"error":{"message":"The model's provider ended the stream unexpectedly.","type":"server_error","param":null,"code":"upstream_error"},"choices":[{"index":0,"delta":{},"finish_reason":"error"}]}`)
+
+func startStream(w http.ResponseWriter) {
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+}
+
+// count estimates usage with the tokenizer: the prompt from the request
+// body, the completion from the text delivered.
+func (p *Proxy) count(x *Exchange, delivered []byte) openai.Usage {
+	prompt := int64(p.Tokens.CountChat(x.Model.ID, promptMessages(x.Body)))
+	completion := int64(p.Tokens.Count(x.Model.ID, delivered))
+	return openai.Usage{PromptTokens: prompt, CompletionTokens: completion, TotalTokens: prompt + completion}
+}
+
+// promptMessages extracts the text of a request's messages for counting.
+// It decodes the body with encoding/json: this runs only for providers
+// that report no usage.
+func promptMessages(body []byte) []tokens.Message {
+	var req struct {
+		Messages []struct {
+			Role      string          `json:"role"`
+			Name      string          `json:"name"`
+			Content   json.RawMessage `json:"content"`
+			ToolCalls []struct {
+				Function struct {
+					Name      string `json:"name"`
+					Arguments string `json:"arguments"`
+				} `json:"function"`
+			} `json:"tool_calls"`
+		} `json:"messages"`
+	}
+	if json.Unmarshal(body, &req) != nil {
+		return nil
+	}
+	msgs := make([]tokens.Message, 0, len(req.Messages))
+	for _, m := range req.Messages {
+		tm := tokens.Message{Role: m.Role, Name: m.Name}
+		var s string
+		var parts []struct {
+			Type string `json:"type"`
+			Text string `json:"text"`
+		}
+		switch {
+		case json.Unmarshal(m.Content, &s) == nil:
+			tm.Texts = append(tm.Texts, []byte(s))
+		case json.Unmarshal(m.Content, &parts) == nil:
+			for _, part := range parts {
+				if part.Text != "" {
+					tm.Texts = append(tm.Texts, []byte(part.Text))
+				}
+			}
+		}
+		for _, tc := range m.ToolCalls {
+			tm.Texts = append(tm.Texts, []byte(tc.Function.Name), []byte(tc.Function.Arguments))
+		}
+		msgs = append(msgs, tm)
+	}
+	return msgs
+}
