@@ -141,6 +141,13 @@ func (a *App) Stop() error { return nil }
 // closes it. a.db stays set: a request of this config that outlives the
 // grace period then gets an error from a closed store, not a nil pointer.
 func (a *App) Cleanup() error {
+	if a.catalog != nil {
+		for _, m := range a.catalog.Models() {
+			for _, d := range m.Deployments {
+				d.Provider.Client.CloseIdleConnections()
+			}
+		}
+	}
 	if a.db == nil || a.released {
 		return nil
 	}
