@@ -1,0 +1,117 @@
+package upstream
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+)
+
+func testProvider(t *testing.T, name string) *Provider {
+	t.Helper()
+	p, err := NewProvider(name, TypeOpenAI, "http://127.0.0.1:1/v1/", "", http.DefaultClient)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestNewProvider(t *testing.T) {
+	cases := []struct {
+		name, typ, baseURL, wantErr string
+	}{
+		{"an openai provider gets its chat completions endpoint", "openai", "https://api.example.com/v1/", ""},
+		{"a mock provider needs no base URL", "mock", "", ""},
+		{"anthropic is refused until it is supported", "anthropic", "https://api.anthropic.com", "not supported yet"},
+		{"an unknown type is refused", "gemini", "https://x", "unknown type"},
+		{"a relative base URL is refused", "openai", "/v1", "absolute http or https URL"},
+		{"a non-HTTP base URL is refused", "openai", "ftp://x/v1", "absolute http or https URL"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := NewProvider("p", ProviderType(tc.typ), tc.baseURL, "", http.DefaultClient)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want one containing %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.HasSuffix(p.Endpoint, "/v1/chat/completions") || strings.Contains(p.Endpoint, "//chat") {
+				t.Fatalf("endpoint = %s", p.Endpoint)
+			}
+		})
+	}
+}
+
+func TestNewCatalog(t *testing.T) {
+	p := testProvider(t, "p")
+	dep := func() []*Deployment { return []*Deployment{{Provider: p, Model: "m"}} }
+	t.Run("models are listed in id order", func(t *testing.T) {
+		c, err := NewCatalog([]*Model{{ID: "b", Deployments: dep()}, {ID: "a", Deployments: dep()}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ms := c.Models(); ms[0].ID != "a" || ms[1].ID != "b" {
+			t.Fatalf("order = %s, %s", ms[0].ID, ms[1].ID)
+		}
+		if _, ok := c.Lookup("a"); !ok {
+			t.Fatal("a not found")
+		}
+		if _, ok := c.Lookup("c"); ok {
+			t.Fatal("c found")
+		}
+	})
+	for name, models := range map[string][]*Model{
+		"a model defined twice is refused":       {{ID: "a", Deployments: dep()}, {ID: "a", Deployments: dep()}},
+		"a model without deployments is refused": {{ID: "a"}},
+		"a model without an id is refused":       {{Deployments: dep()}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if _, err := NewCatalog(models); err == nil {
+				t.Fatal("accepted")
+			}
+		})
+	}
+}
+
+func TestPickFollowsWeights(t *testing.T) {
+	p := testProvider(t, "p")
+	heavy, light := &Deployment{Provider: p, Model: "heavy", Weight: 3}, &Deployment{Provider: p, Model: "light", Weight: 1}
+	c, err := NewCatalog([]*Model{{ID: "m", Deployments: []*Deployment{heavy, light}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := c.Lookup("m")
+	const n = 20000
+	got := 0
+	for range n {
+		if m.Pick() == heavy {
+			got++
+		}
+	}
+	// 3:1 weights: 75 %. The standard deviation over 20000 picks is 0.3 %,
+	// so 2 % either side never fails by chance.
+	if share := float64(got) / n; share < 0.73 || share > 0.77 {
+		t.Fatalf("heavy share = %.3f, want 0.75", share)
+	}
+}
+
+func TestDeploymentHealth(t *testing.T) {
+	d := &Deployment{Provider: testProvider(t, "p"), Model: "m"}
+	for i := range failingAfter - 1 {
+		d.observe(false)
+		if !d.Healthy() {
+			t.Fatalf("failing after %d failures, want %d", i+1, failingAfter)
+		}
+	}
+	d.observe(false)
+	if d.Healthy() {
+		t.Fatal("healthy after three consecutive failures")
+	}
+	d.observe(true)
+	if !d.Healthy() {
+		t.Fatal("still failing after a success")
+	}
+}

@@ -1,0 +1,227 @@
+package upstream
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/arcaneapi/caddy-arcane/upstream/openai"
+	"github.com/arcaneapi/caddy-arcane/upstream/tokens"
+)
+
+var testCounter = tokens.NewCounter()
+
+// exchangeFor runs body through a Proxy whose only deployment is an
+// upstream answering with handler, and returns what the client got.
+func exchangeFor(t *testing.T, body string, handler http.HandlerFunc) (*Exchange, *httptest.ResponseRecorder, error) {
+	t.Helper()
+	srv := httptest.NewServer(handler)
+	t.Cleanup(srv.Close)
+	p, err := NewProvider("up", TypeOpenAI, srv.URL+"/v1", "sk-provider", srv.Client())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := NewCatalog([]*Model{{ID: "public", Deployments: []*Deployment{{Provider: p, Model: "private-2025"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := c.Lookup("public")
+	req, err := openai.ScanRequest([]byte(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := &Exchange{Body: []byte(body), Request: &req, Model: m, Header: http.Header{"Cookie": {"secret"}}}
+	w := httptest.NewRecorder()
+	err = (&Proxy{Tokens: testCounter}).Forward(context.Background(), w, x)
+	return x, w, err
+}
+
+const (
+	plainBody  = `{"model":"public","messages":[{"role":"user","content":"Hello, world!"}]}`
+	streamBody = `{"model":"public","messages":[{"role":"user","content":"Hello"}],"stream":true}`
+	usageBody  = `{"model":"public","messages":[{"role":"user","content":"Hello"}],"stream":true,"stream_options":{"include_usage":true}}`
+)
+
+func writeSSE(w http.ResponseWriter, events ...string) {
+	w.Header().Set("Content-Type", "text/event-stream")
+	for _, e := range events {
+		io.WriteString(w, "data: "+e+"\n\n")
+		w.(http.Flusher).Flush()
+	}
+}
+
+const (
+	chunk1     = `{"id":"c","object":"chat.completion.chunk","model":"private-2025","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}]}`
+	chunk2     = `{"id":"c","object":"chat.completion.chunk","model":"private-2025","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}`
+	usageChunk = `{"id":"c","object":"chat.completion.chunk","model":"private-2025","choices":[],"usage":{"prompt_tokens":8,"completion_tokens":1,"total_tokens":9}}`
+)
+
+func TestForwardSingle(t *testing.T) {
+	t.Run("the answer carries the public model and the upstream's usage", func(t *testing.T) {
+		var gotAuth, gotCookie, gotBody string
+		x, w, err := exchangeFor(t, plainBody, func(w http.ResponseWriter, r *http.Request) {
+			gotAuth, gotCookie = r.Header.Get("Authorization"), r.Header.Get("Cookie")
+			b, _ := io.ReadAll(r.Body)
+			gotBody = string(b)
+			io.WriteString(w, `{"id":"x","object":"chat.completion","model":"private-2025","choices":[{"index":0,"message":{"role":"assistant","content":"Hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":9,"total_tokens":21,"prompt_tokens_details":{"cached_tokens":4}}}`)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if gotAuth != "Bearer sk-provider" || gotCookie != "" || !strings.Contains(gotBody, `"model":"private-2025"`) {
+			t.Fatalf("upstream got auth %q cookie %q body %s", gotAuth, gotCookie, gotBody)
+		}
+		if body := w.Body.String(); !strings.Contains(body, `"model":"public"`) || strings.Contains(body, "private-2025") {
+			t.Fatalf("client got %s", body)
+		}
+		if x.Basis != BasisUpstream || x.Usage.PromptTokens != 12 || x.Usage.CompletionTokens != 9 || x.Usage.CachedTokens != 4 {
+			t.Fatalf("usage %+v basis %s", x.Usage, x.Basis)
+		}
+		if x.Outcome != OutcomeOK || !x.Delivered {
+			t.Fatalf("outcome %s delivered %v", x.Outcome, x.Delivered)
+		}
+	})
+	t.Run("an answer without usage is counted", func(t *testing.T) {
+		x, _, err := exchangeFor(t, plainBody, func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, `{"id":"x","object":"chat.completion","model":"private-2025","choices":[{"index":0,"message":{"role":"assistant","content":"Hello there, how are you today?"},"finish_reason":"stop"}]}`)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if x.Basis != BasisCounted || x.Usage.PromptTokens == 0 || x.Usage.CompletionTokens == 0 {
+			t.Fatalf("usage %+v basis %s", x.Usage, x.Basis)
+		}
+	})
+	t.Run("an answer that is not JSON is a 502", func(t *testing.T) {
+		_, w, err := exchangeFor(t, plainBody, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "<html>") })
+		var ue *Error
+		if !errors.As(err, &ue) || ue.Status != http.StatusBadGateway || w.Body.Len() != 0 {
+			t.Fatalf("err = %v, body %q", err, w.Body.String())
+		}
+	})
+}
+
+func TestForwardUpstreamErrors(t *testing.T) {
+	cases := []struct {
+		name       string
+		status     int
+		body       string
+		wantStatus int
+		wantCode   string
+		healthy    bool
+	}{
+		{"rejected gateway credentials are the operator's problem", 401, `{"error":{"message":"bad key"}}`, 502, "upstream_auth_failed", false},
+		{"an upstream rate limit is passed on with Retry-After", 429, ``, 429, "rate_limit_exceeded", true},
+		{"an upstream failure is a bad gateway", 503, ``, 502, "upstream_error", false},
+		{"an upstream 404 means the deploy line is wrong", 404, ``, 502, "upstream_model_unavailable", true},
+		{"an upstream 400 keeps its words, with the public model", 400, `{"error":{"message":"private-2025 does not support x","type":"invalid_request_error","param":"x","code":"bad"}}`, 400, "bad", true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			x, w, err := exchangeFor(t, plainBody, func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Retry-After", "7")
+				w.WriteHeader(tc.status)
+				io.WriteString(w, tc.body)
+			})
+			var ue *Error
+			if !errors.As(err, &ue) {
+				t.Fatalf("err = %v", err)
+			}
+			if ue.Status != tc.wantStatus || ue.Code != tc.wantCode {
+				t.Fatalf("got %d %s, want %d %s", ue.Status, ue.Code, tc.wantStatus, tc.wantCode)
+			}
+			if strings.Contains(ue.Message, "private-2025") {
+				t.Fatalf("message leaks the upstream model: %s", ue.Message)
+			}
+			if tc.status == 429 && ue.RetryAfter != "7" {
+				t.Fatalf("Retry-After = %q", ue.RetryAfter)
+			}
+			if w.Body.Len() != 0 {
+				t.Fatalf("something was written: %q", w.Body.String())
+			}
+			for range failingAfter - 1 {
+				x.Deployment.observe(tc.healthy)
+			}
+			if x.Deployment.Healthy() != tc.healthy {
+				t.Fatalf("healthy = %v after %d such answers, want %v", !tc.healthy, failingAfter, tc.healthy)
+			}
+		})
+	}
+}
+
+func TestForwardStream(t *testing.T) {
+	t.Run("the usage chunk is dropped when the client did not ask for it", func(t *testing.T) {
+		var upstreamBody string
+		x, w, err := exchangeFor(t, streamBody, func(w http.ResponseWriter, r *http.Request) {
+			b, _ := io.ReadAll(r.Body)
+			upstreamBody = string(b)
+			writeSSE(w, chunk1, chunk2, usageChunk, "[DONE]")
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(upstreamBody, `"include_usage":true`) {
+			t.Fatalf("include_usage not forced: %s", upstreamBody)
+		}
+		body := w.Body.String()
+		if strings.Count(body, "data: ") != 3 || strings.Contains(body, `"usage"`) || strings.Contains(body, "private-2025") || !strings.HasSuffix(body, "data: [DONE]\n\n") {
+			t.Fatalf("client got:\n%s", body)
+		}
+		if x.Basis != BasisUpstream || x.Usage.TotalTokens != 9 || x.Outcome != OutcomeOK {
+			t.Fatalf("usage %+v basis %s outcome %s", x.Usage, x.Basis, x.Outcome)
+		}
+		if ct := w.Header().Get("Content-Type"); ct != "text/event-stream" {
+			t.Fatalf("Content-Type %q", ct)
+		}
+	})
+	t.Run("the usage chunk is kept when the client asked for it", func(t *testing.T) {
+		_, w, err := exchangeFor(t, usageBody, func(w http.ResponseWriter, r *http.Request) {
+			writeSSE(w, chunk1, chunk2, usageChunk, "[DONE]")
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if body := w.Body.String(); strings.Count(body, "data: ") != 4 || !strings.Contains(body, `"usage":{"prompt_tokens":8`) {
+			t.Fatalf("client got:\n%s", body)
+		}
+	})
+	t.Run("a stream without usage is counted", func(t *testing.T) {
+		x, _, err := exchangeFor(t, streamBody, func(w http.ResponseWriter, r *http.Request) {
+			writeSSE(w, chunk1, chunk2, "[DONE]")
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if x.Basis != BasisCounted || x.Usage.CompletionTokens != 1 || x.Usage.PromptTokens == 0 {
+			t.Fatalf("usage %+v basis %s", x.Usage, x.Basis)
+		}
+	})
+	t.Run("a stream cut by the upstream ends with an in-band error", func(t *testing.T) {
+		x, w, err := exchangeFor(t, streamBody, func(w http.ResponseWriter, r *http.Request) {
+			writeSSE(w, chunk1)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		body := w.Body.String()
+		if !strings.Contains(body, `"finish_reason":"error"`) || !strings.HasSuffix(body, "data: [DONE]\n\n") {
+			t.Fatalf("client got:\n%s", body)
+		}
+		if x.Outcome != OutcomeUpstreamError || x.Basis != BasisCounted || x.Usage.CompletionTokens != 1 {
+			t.Fatalf("outcome %s usage %+v basis %s", x.Outcome, x.Usage, x.Basis)
+		}
+	})
+	t.Run("a stream that ends before any event is a clean error", func(t *testing.T) {
+		_, w, err := exchangeFor(t, streamBody, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/event-stream")
+		})
+		var ue *Error
+		if !errors.As(err, &ue) || ue.Status != http.StatusBadGateway || w.Body.Len() != 0 {
+			t.Fatalf("err = %v, body %q", err, w.Body.String())
+		}
+	})
+}
