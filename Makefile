@@ -5,7 +5,9 @@
 #                (the domain packages under the race detector)
 #   make build   bin/caddy through xcaddy, as xcaddy.json says
 #   make lint    gofmt, go vet, staticcheck
-#   make bench   the Go benchmarks
+#   make bench   the load benchmark: direct mock vs stock Caddy vs arcane
+#                (BENCHFLAGS=-quick for a ~20s smoke run)
+#   make microbench  the Go benchmarks
 
 GO            ?= go
 XCADDY_VERSION = v0.4.5
@@ -18,7 +20,7 @@ CADDY          = bin/caddy
 PORT          ?= 8080
 ADMIN         ?= localhost:2019
 
-.PHONY: build run test race lint bench fuzz clean
+.PHONY: build run test race lint bench microbench fuzz clean
 
 build: $(XCADDY)
 	$(XCADDY) build $$($(GO) run ./cmd/xcaddyargs xcaddy.json) --output $(CADDY)
@@ -51,7 +53,16 @@ lint:
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
 
+# The load benchmark: a plain go build of Caddy with arcane (fast with the
+# build cache), then cmd/bench against it, on loopback. BENCHFLAGS passes
+# flags, e.g. make bench BENCHFLAGS='-quick' or '-rounds 5 -json bench.json'.
+BENCHFLAGS ?=
 bench:
+	$(GO) build -o bin/caddy-bench ./cmd/caddy
+	$(GO) build -o bin/bench ./cmd/bench
+	bin/bench -caddy bin/caddy-bench $(BENCHFLAGS)
+
+microbench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
 # Each fuzz target for FUZZTIME (default 30s); findings land in testdata/fuzz.

@@ -1,0 +1,217 @@
+// Command bench is the load benchmark behind `make bench`: it measures what
+// arcane costs on top of stock Caddy, on loopback, with nothing but this
+// machine.
+//
+// One run starts two mock upstreams (upstream/mock served on real sockets,
+// as child processes of this very binary in its hidden -serve-mock mode),
+// one Caddy (the -caddy binary) with a generated Caddyfile serving a plain
+// reverse_proxy site per mock and an arcane site, and an account and key
+// made through the admin API. It then drives three targets with the same
+// requests: the mock itself (direct), stock Caddy's reverse_proxy (caddy)
+// and the arcane chain (arcane), interleaved round by round so drift in the
+// machine hits all three alike, and prints a table with the differences.
+// Every child process is stopped at the end, on failure and on Ctrl-C too.
+//
+// When taskset exists and the machine has two CPUs or more, the load
+// generator (this process, re-executed under taskset) runs on the first
+// CPU and Caddy and the mocks on the second, so client and server do not
+// steal each other's time.
+//
+// Usage:
+//
+//	go build -o bin/caddy ./cmd/caddy && go run ./cmd/bench -caddy bin/caddy [-quick] [-json out.json]
+//
+// It exits 0 when every target answered with at most 1% errors, 1 when one
+// did not, 2 when the setup failed, and 130 when interrupted.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"runtime"
+	"syscall"
+	"time"
+)
+
+// options are the command line.
+type options struct {
+	caddy             string
+	rounds            int
+	duration          time.Duration
+	warmup            time.Duration
+	concurrency       int
+	streamConcurrency int
+	quick             bool
+	jsonOut           string
+	noPin             bool
+	caddyIdleConns    int
+	profileDir        string
+
+	// The hidden mock mode.
+	serveMock bool
+	addr      string
+	tokens    int
+	tps       float64
+}
+
+func parseFlags(args []string) (*options, error) {
+	o := new(options)
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.StringVar(&o.caddy, "caddy", "bin/caddy", "the Caddy binary to measure (with the arcane modules)")
+	fs.IntVar(&o.rounds, "rounds", 3, "measurement rounds; each round measures every target once, in turn")
+	fs.DurationVar(&o.duration, "duration", 3*time.Second, "length of one measurement window")
+	fs.DurationVar(&o.warmup, "warmup", time.Second, "warm-up per scenario and target, before the first round")
+	fs.IntVar(&o.concurrency, "concurrency", 64, "concurrent workers in the non-stream scenario")
+	fs.IntVar(&o.streamConcurrency, "stream-concurrency", 64, "concurrent streams in the streaming scenario")
+	fs.BoolVar(&o.quick, "quick", false, "a smoke run of about 20 seconds: 1 round of 2s, 0.5s warm-up")
+	fs.StringVar(&o.jsonOut, "json", "", "also write the raw numbers to this file")
+	fs.BoolVar(&o.noPin, "no-pin", false, "do not pin processes to CPUs with taskset")
+	fs.StringVar(&o.profileDir, "profile", "",
+		"after the rounds, profile Caddy's CPU for one extra window per scenario of caddy and arcane (not counted), into this directory")
+	fs.IntVar(&o.caddyIdleConns, "caddy-idle-conns", 0,
+		"keepalive_idle_conns_per_host for the stock reverse_proxy sites (0: Caddy's default, 32)")
+
+	fs.BoolVar(&o.serveMock, "serve-mock", false, "internal: serve the mock upstream and nothing else")
+	fs.StringVar(&o.addr, "addr", "127.0.0.1:0", "internal: the mock's listen address")
+	fs.IntVar(&o.tokens, "tokens", 16, "internal: the mock's reply length in tokens")
+	fs.Float64Var(&o.tps, "tps", 0, "internal: the mock's tokens per second (0: unpaced)")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	if o.quick {
+		o.rounds, o.duration, o.warmup = 1, 2*time.Second, 500*time.Millisecond
+	}
+	if o.rounds < 1 || o.duration <= 0 || o.warmup < 0 || o.concurrency < 1 || o.streamConcurrency < 1 || o.caddyIdleConns < 0 {
+		return nil, errors.New("-rounds, -duration, -concurrency and -stream-concurrency must be positive, -warmup and -caddy-idle-conns not negative")
+	}
+	return o, nil
+}
+
+// Exit codes.
+const (
+	exitOK          = 0
+	exitTooManyErrs = 1
+	exitSetup       = 2
+	exitInterrupted = 130
+)
+
+func main() {
+	o, err := parseFlags(os.Args[1:])
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(exitOK)
+		}
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(exitSetup)
+	}
+	if o.serveMock {
+		if err := serveMock(o.addr, o.tokens, o.tps); err != nil {
+			fmt.Fprintln(os.Stderr, "bench -serve-mock:", err)
+			os.Exit(exitSetup)
+		}
+		return
+	}
+	pin := pinSelf(o.noPin) // may re-execute this program and not return
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, o, pin)
+	interrupted := ctx.Err() != nil
+	stop()
+	if interrupted {
+		fmt.Fprintln(os.Stderr, "bench: interrupted; all child processes stopped")
+		code = exitInterrupted
+	}
+	os.Exit(code)
+}
+
+// setupError is a failure before or around measuring: exit 2.
+type setupError struct{ err error }
+
+func (e setupError) Error() string { return e.err.Error() }
+
+// run does the whole benchmark and returns the exit code. Whatever happens,
+// including a panic in the load generator, its deferred cleanup stops every
+// child process before it returns.
+func run(ctx context.Context, o *options, pin pinning) (code int) {
+	began := time.Now()
+	env, err := newEnvironment(ctx, o, pin)
+	if env != nil {
+		defer env.close()
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return exitInterrupted
+		}
+		fmt.Fprintln(os.Stderr, "bench: setup:", err)
+		if env != nil {
+			env.dumpLogs(os.Stderr)
+		}
+		return exitSetup
+	}
+	setup := time.Since(began)
+
+	rep := &report{
+		Go:             runtime.Version(),
+		OS:             runtime.GOOS + "/" + runtime.GOARCH,
+		CPUs:           pin.cpus,
+		Pinned:         pin.on,
+		PinNote:        pin.note,
+		LoadCPUs:       pin.selfAllowed,
+		ServerCPUs:     env.serverAllowed,
+		GOMAXPROCS:     runtime.GOMAXPROCS(0),
+		MockProcs:      env.mockProcs,
+		CaddyIdleConns: o.caddyIdleConns,
+		Caddy:          env.caddyVersion,
+		Rounds:         o.rounds,
+		Duration:       o.duration.String(),
+		Warmup:         o.warmup.String(),
+	}
+	rep.printHeader(os.Stdout)
+	fmt.Printf("setup: %s (mocks, caddy, account and key)\n\n", setup.Round(time.Millisecond))
+
+	b := newBencher(env)
+	scenarios := []scenario{nonStreamScenario(o.concurrency), streamScenario(o.streamConcurrency)}
+	for _, sc := range scenarios {
+		res, err := b.measure(ctx, sc, o)
+		if err != nil {
+			if ctx.Err() != nil {
+				return exitInterrupted
+			}
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			var se setupError
+			if errors.As(err, &se) {
+				env.dumpLogs(os.Stderr)
+				return exitSetup
+			}
+			return exitTooManyErrs
+		}
+		rep.Scenarios = append(rep.Scenarios, res)
+		res.print(os.Stdout)
+	}
+	rep.Elapsed = time.Since(began).Round(time.Millisecond).String()
+	fmt.Printf("total time: %s (setup %s)\n", rep.Elapsed, setup.Round(time.Millisecond))
+
+	if o.jsonOut != "" {
+		if err := rep.writeJSON(o.jsonOut); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			return exitSetup
+		}
+		fmt.Printf("raw numbers: %s\n", o.jsonOut)
+	}
+	if bad := rep.tooManyErrors(); len(bad) > 0 {
+		fmt.Fprintln(os.Stderr, "\nbench: error rate above 1%:")
+		for _, line := range bad {
+			fmt.Fprintln(os.Stderr, "  "+line)
+		}
+		env.dumpLogs(os.Stderr)
+		return exitTooManyErrs
+	}
+	return exitOK
+}
