@@ -44,7 +44,7 @@ var prefixEncodings = []encodingRule{
 }
 
 // EncodingFor returns the name of the encoding that counts tokens for model:
-// O200kBase or CL100kBase. Matching is ASCII case-insensitive, looks only at
+// O200kBase or CL100kBase. Matching ignores case, looks only at
 // what follows the last '/' (so "openai/gpt-4o" is "gpt-4o") and ignores a
 // fine-tune's "ft:" prefix; exact names are tried before prefixes, as in
 // tiktoken. Every model it does not know, Claude, Llama, Qwen and Mistral

@@ -28,7 +28,7 @@ func TestEncodingFor(t *testing.T) {
 		{"a fine-tuned gpt-4o-mini uses its base's encoding", "ft:gpt-4o-mini-2024-07-18:acme::9xYz", O200kBase},
 		{"a fine-tuned gpt-3.5-turbo uses its base's encoding", "ft:gpt-3.5-turbo-0125:acme::9xYz", CL100kBase},
 		{"a provider-qualified id is matched on its last segment", "openai/gpt-4", CL100kBase},
-		{"matching ignores ASCII case", "GPT-4-Turbo", CL100kBase},
+		{"matching ignores case", "GPT-4-Turbo", CL100kBase},
 		{"claude-sonnet-4-6 is approximated with o200k_base", "claude-sonnet-4-6", O200kBase},
 		{"an empty model is approximated with o200k_base", "", O200kBase},
 		{"llama-3.1-8b is approximated with o200k_base", "llama-3.1-8b", O200kBase},
