@@ -72,7 +72,9 @@ type ModelConfig struct {
 	Price billing.Price `json:"price"`
 	// ContextLength, when known, is reported by /v1/models.
 	ContextLength int64 `json:"context_length,omitempty"`
-	// MaxOutputTokens, when known, caps a reply (and sizes balance holds).
+	// MaxOutputTokens, when known, is the longest reply the model gives;
+	// balance holds will size their worst case with it. arcane does not
+	// enforce it on requests.
 	MaxOutputTokens int64 `json:"max_output_tokens,omitempty"`
 	// OwnedBy is reported by /v1/models. Default: the first deployment's
 	// provider name.

@@ -139,8 +139,7 @@ func (p *Proxy) Forward(ctx context.Context, w http.ResponseWriter, x *Exchange)
 	resp, err := dep.Provider.Client.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
-			x.Outcome = OutcomeClientClosed
-			return &Error{Status: 499, Type: "invalid_request_error", Code: "client_closed", Message: "The client closed the request.", Err: err}
+			return errClientClosed(x, err)
 		}
 		dep.observe(false)
 		return &Error{Status: http.StatusBadGateway, Type: "server_error", Code: "upstream_unavailable",
@@ -156,7 +155,26 @@ func (p *Proxy) Forward(ctx context.Context, w http.ResponseWriter, x *Exchange)
 	if x.Request.Stream {
 		return p.stream(ctx, w, resp, x)
 	}
-	return p.single(w, resp, x)
+	return p.single(ctx, w, resp, x)
+}
+
+// errClientClosed is returned when the client left before anything was
+// written; nobody reads it, but the access log records 499.
+func errClientClosed(x *Exchange, cause error) *Error {
+	x.Outcome = OutcomeClientClosed
+	return &Error{Status: 499, Type: "invalid_request_error", Code: "client_closed", Message: "The client closed the request.", Err: cause}
+}
+
+// hideUpstreamModel replaces the provider's model id wherever it still
+// appears in data after the top-level model was rewritten (error messages,
+// fingerprints, text): clients only ever see the public id.
+// The replacement allocates, but only for answers that need it.
+func hideUpstreamModel(data []byte, x *Exchange) []byte {
+	up := x.Deployment.Model
+	if up == x.Model.ID || !bytes.Contains(data, []byte(up)) {
+		return data
+	}
+	return bytes.ReplaceAll(data, []byte(up), []byte(x.Model.ID))
 }
 
 // upstreamError turns a provider's refusal into the client's error. The
@@ -216,7 +234,7 @@ func replaceModel(s, upstream, public string) string {
 }
 
 // single relays a non-streamed answer.
-func (p *Proxy) single(w http.ResponseWriter, resp *http.Response, x *Exchange) error {
+func (p *Proxy) single(ctx context.Context, w http.ResponseWriter, resp *http.Response, x *Exchange) error {
 	limit := p.MaxResponse
 	if limit <= 0 {
 		limit = 32 << 20
@@ -225,6 +243,9 @@ func (p *Proxy) single(w http.ResponseWriter, resp *http.Response, x *Exchange) 
 	defer putBuf(in)
 	data, err := readAll(*in, io.LimitReader(resp.Body, limit+1))
 	*in = data
+	if err != nil && ctx.Err() != nil {
+		return errClientClosed(x, err)
+	}
 	if err != nil {
 		return &Error{Status: http.StatusBadGateway, Type: "server_error", Code: "upstream_error",
 			Message: "The model's provider broke off its answer. Retry with backoff.", Err: err}
@@ -240,6 +261,7 @@ func (p *Proxy) single(w http.ResponseWriter, resp *http.Response, x *Exchange) 
 	out := getBuf()
 	defer putBuf(out)
 	*out = openai.AppendWithModel((*out)[:0], data, x.Model.ID)
+	*out = hideUpstreamModel(*out, x)
 
 	if u, ok := openai.ParseUsage(data); ok {
 		x.Usage, x.Basis = u, BasisUpstream
@@ -297,9 +319,9 @@ func (p *Proxy) stream(ctx context.Context, w http.ResponseWriter, resp *http.Re
 	text := getBuf()
 	defer putBuf(text)
 	var (
-		gotUsage, sawDone bool
-		counted           int64
-		readErr           error
+		gotUsage, sawDone, sawError bool
+		counted                     int64
+		readErr                     error
 	)
 	for {
 		ev, err := rd.Next()
@@ -327,6 +349,12 @@ func (p *Proxy) stream(ctx context.Context, w http.ResponseWriter, resp *http.Re
 		// AppendData re-frames the rewritten data: an upstream may
 		// spread one event's JSON over several data lines.
 		*chunk = openai.AppendWithModel((*chunk)[:0], ev.Data, x.Model.ID)
+		*chunk = hideUpstreamModel(*chunk, x)
+		if bytes.Contains(ev.Data, []byte(`"error"`)) && hasTopLevelError(ev.Data) {
+			// The provider reported its own failure in band: pass it on
+			// (with the public model) instead of adding a second one.
+			sawError = true
+		}
 		*out = sse.AppendData((*out)[:0], *chunk)
 		if !x.Delivered {
 			startStream(w)
@@ -358,6 +386,8 @@ func (p *Proxy) stream(ctx context.Context, w http.ResponseWriter, resp *http.Re
 			return &Error{Status: 499, Type: "invalid_request_error", Code: "client_closed", Message: "The client closed the request.", Err: ctx.Err()}
 		}
 		if !sawDone {
+			dep := x.Deployment
+			dep.observe(false)
 			return &Error{Status: http.StatusBadGateway, Type: "server_error", Code: "upstream_error",
 				Message: "The model's provider ended the stream before answering. Retry with backoff.", Err: readErr}
 		}
@@ -369,12 +399,20 @@ func (p *Proxy) stream(ctx context.Context, w http.ResponseWriter, resp *http.Re
 		x.Outcome = OutcomeClientClosed
 		return nil
 	}
-	if !sawDone {
+	switch {
+	case sawError:
+		(*out) = (*out)[:0]
+		x.Outcome = OutcomeUpstreamError
+	case !sawDone:
 		// The provider broke off mid-stream: say so in band, the way
 		// OpenRouter's clients expect, then end the stream cleanly.
-		*out = sse.AppendData((*out)[:0], streamErrorChunk)
+		*chunk = append((*chunk)[:0], `{"object":"chat.completion.chunk","model":`...)
+		model, _ := json.Marshal(x.Model.ID)
+		*chunk = append(*chunk, model...)
+		*chunk = append(*chunk, streamErrorTail...)
+		*out = sse.AppendData((*out)[:0], *chunk)
 		x.Outcome = OutcomeUpstreamError
-	} else {
+	default:
 		(*out) = (*out)[:0]
 		x.Outcome = OutcomeOK
 	}
@@ -387,7 +425,18 @@ func (p *Proxy) stream(ctx context.Context, w http.ResponseWriter, resp *http.Re
 	return nil
 }
 
-var streamErrorChunk = []byte(`{"error":{"message":"The model's provider ended the stream unexpectedly.","type":"server_error","param":null,"code":"upstream_error"},"choices":[{"index":0,"delta":{},"finish_reason":"error"}]}`)
+// streamErrorTail completes the in-band error chunk after its model.
+const streamErrorTail = `,"error":{"message":"The model's provider ended the stream unexpectedly.","type":"server_error","param":null,"code":"upstream_error"},"choices":[{"index":0,"delta":{},"finish_reason":"error"}]}`
+
+// hasTopLevelError reports whether a chunk is an error event: an object
+// with a top-level "error" member. Only called on chunks that contain the
+// string, so the decode is off the common path.
+func hasTopLevelError(data []byte) bool {
+	var probe struct {
+		Error json.RawMessage `json:"error"`
+	}
+	return json.Unmarshal(data, &probe) == nil && len(probe.Error) > 0 && string(probe.Error) != "null"
+}
 
 func startStream(w http.ResponseWriter) {
 	h := w.Header()
