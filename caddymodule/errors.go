@@ -1,11 +1,12 @@
 package caddymodule
 
 import (
-	"encoding/json"
 	"net/http"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
+
+	"github.com/arcaneapi/caddy-arcane/upstream/openai"
 )
 
 // apiError is an error a client sees, in OpenAI's envelope:
@@ -23,27 +24,9 @@ var (
 	errServer = apiError{Status: http.StatusInternalServerError, Type: "server_error", Code: "", Message: "The server had an error while processing your request. Retry with backoff; if it persists, contact the operator."}
 )
 
-type errorBody struct {
-	Error struct {
-		Message string  `json:"message"`
-		Type    string  `json:"type"`
-		Param   *string `json:"param"`
-		Code    *string `json:"code"`
-	} `json:"error"`
-}
-
 // writeError sends e and records its code in the access log line, so
 // refusals stay visible in logs and metrics.
 func writeError(w http.ResponseWriter, r *http.Request, e apiError) {
-	var body errorBody
-	body.Error.Message = e.Message
-	body.Error.Type = e.Type
-	if e.Code != "" {
-		body.Error.Code = &e.Code
-	}
-	if e.Param != "" {
-		body.Error.Param = &e.Param
-	}
 	if extra, ok := r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok {
 		code := e.Code
 		if code == "" {
@@ -55,5 +38,5 @@ func writeError(w http.ResponseWriter, r *http.Request, e apiError) {
 	h.Set("Content-Type", "application/json")
 	h.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(e.Status)
-	_ = json.NewEncoder(w).Encode(&body)
+	_, _ = w.Write(append(openai.MarshalError(e.Message, e.Type, e.Param, e.Code), '\n'))
 }

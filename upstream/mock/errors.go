@@ -1,9 +1,10 @@
 package mock
 
 import (
-	"encoding/json"
 	"net/http"
 	"strconv"
+
+	"github.com/arcaneapi/caddy-arcane/upstream/openai"
 )
 
 // apiError is an error in OpenAI's envelope:
@@ -24,26 +25,8 @@ func invalidRequest(message, param, code string) *apiError {
 	return &apiError{status: http.StatusBadRequest, typ: "invalid_request_error", message: message, param: param, code: code}
 }
 
-type errorEnvelope struct {
-	Error struct {
-		Message string  `json:"message"`
-		Type    string  `json:"type"`
-		Param   *string `json:"param"`
-		Code    *string `json:"code"`
-	} `json:"error"`
-}
-
 func writeError(w http.ResponseWriter, e *apiError) {
-	var env errorEnvelope
-	env.Error.Message = e.message
-	env.Error.Type = e.typ
-	if e.param != "" {
-		env.Error.Param = &e.param
-	}
-	if e.code != "" {
-		env.Error.Code = &e.code
-	}
-	body, _ := json.Marshal(&env) // cannot fail: strings and pointers to strings
+	body := openai.MarshalError(e.message, e.typ, e.param, e.code)
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("Content-Length", strconv.Itoa(len(body)))
