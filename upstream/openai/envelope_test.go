@@ -4,9 +4,9 @@ import "testing"
 
 func TestMarshalError(t *testing.T) {
 	cases := []struct {
-		name                       string
+		name                      string
 		message, typ, param, code string
-		want                       string
+		want                      string
 	}{
 		{"empty param and code are null", "No.", "invalid_request_error", "", "", `{"error":{"message":"No.","type":"invalid_request_error","param":null,"code":null}}`},
 		{"param and code are strings when set", "Bad temperature.", "invalid_request_error", "temperature", "invalid_value", `{"error":{"message":"Bad temperature.","type":"invalid_request_error","param":"temperature","code":"invalid_value"}}`},
