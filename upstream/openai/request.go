@@ -1,6 +1,7 @@
 package openai
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"math"
@@ -52,6 +53,20 @@ const (
 // maxN is OpenAI's limit for n (CreateChatCompletionRequest).
 const maxN = 128
 
+// checkedKeys are the members ScanRequest reads.
+var checkedKeys = [...]string{"model", "messages", "stream", "stream_options", "temperature", "top_p", "n", "max_tokens", "max_completion_tokens"}
+
+// foldsToChecked returns the checked key that name equals under Unicode
+// case folding (as encoding/json matches keys), or "".
+func foldsToChecked(name []byte) string {
+	for _, k := range checkedKeys {
+		if len(name) >= len(k) && bytes.EqualFold(name, []byte(k)) {
+			return k
+		}
+	}
+	return ""
+}
+
 // ScanRequest validates a chat completions request body and reads what the
 // gateway needs from it, without decoding it. Any error is a *RequestError.
 //
@@ -87,7 +102,8 @@ func ScanRequest(body []byte) (Request, error) {
 		}
 		var p *span
 		var param string
-		switch string(m.name(&buf)) {
+		name := m.name(&buf)
+		switch string(name) {
 		case "model":
 			p, param = &r.model, "model"
 		case "messages":
@@ -107,6 +123,13 @@ func ScanRequest(body []byte) (Request, error) {
 		case "max_completion_tokens":
 			p, param = &f.maxCompletion, "max_completion_tokens"
 		default:
+			// Go's encoding/json, which several OpenAI-compatible servers
+			// decode with, matches keys case-insensitively and keeps the
+			// last: "Model" after "model" would pick another model than
+			// the one checked and billed. Such a key counts as a repeat.
+			if canon := foldsToChecked(name); canon != "" && dup == "" {
+				dup = canon
+			}
 			continue
 		}
 		if p.ok() && dup == "" {

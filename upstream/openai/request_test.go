@@ -159,3 +159,23 @@ func TestScanRequestReadsGoodInput(t *testing.T) {
 		})
 	}
 }
+
+func TestScanRequestRefusesCaseVariantsOfCheckedKeys(t *testing.T) {
+	for name, body := range map[string]string{
+		"a capitalised model after model":        `{"model":"a","messages":[{"role":"user","content":"x"}],"Model":"b"}`,
+		"an upper-case MAX_TOKENS":               `{"model":"a","messages":[{"role":"user","content":"x"}],"MAX_TOKENS":99999}`,
+		"a Stream beside stream":                 `{"model":"a","messages":[{"role":"user","content":"x"}],"stream":false,"Stream":true}`,
+		"a long s (U+017F) that folds to stream": `{"model":"a","messages":[{"role":"user","content":"x"}],"ſtream":true}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := ScanRequest([]byte(body))
+			var re *RequestError
+			if !errors.As(err, &re) || re.Code != "duplicate_parameter" {
+				t.Fatalf("err = %v, want a duplicate_parameter refusal", err)
+			}
+		})
+	}
+	if _, err := ScanRequest([]byte(`{"model":"a","messages":[{"role":"user","content":"x"}],"modelx":1,"Temperature_scale":2}`)); err != nil {
+		t.Fatalf("keys that merely resemble checked ones are refused: %v", err)
+	}
+}
