@@ -165,18 +165,6 @@ func errClientClosed(x *Exchange, cause error) *Error {
 	return &Error{Status: 499, Type: "invalid_request_error", Code: "client_closed", Message: "The client closed the request.", Err: cause}
 }
 
-// hideUpstreamModel replaces the provider's model id wherever it still
-// appears in data after the top-level model was rewritten (error messages,
-// fingerprints, text): clients only ever see the public id.
-// The replacement allocates, but only for answers that need it.
-func hideUpstreamModel(data []byte, x *Exchange) []byte {
-	up := x.Deployment.Model
-	if up == x.Model.ID || !bytes.Contains(data, []byte(up)) {
-		return data
-	}
-	return bytes.ReplaceAll(data, []byte(up), []byte(x.Model.ID))
-}
-
 // upstreamError turns a provider's refusal into the client's error. The
 // provider rejecting the gateway's own credentials is the operator's
 // problem, never "your key is invalid".
@@ -184,13 +172,17 @@ func (p *Proxy) upstreamError(resp *http.Response, x *Exchange) error {
 	status := resp.StatusCode
 	cause := fmt.Errorf("upstream %s answered HTTP %d", x.Deployment.Name(), status)
 	switch {
-	case status == http.StatusUnauthorized || status == http.StatusForbidden:
+	case status == http.StatusUnauthorized || status == http.StatusForbidden ||
+		status == http.StatusPaymentRequired || status == http.StatusProxyAuthRequired:
+		// The gateway's own key, provider account (402: out of credit) or
+		// outbound proxy was refused: the operator's problem, and its
+		// details are not the client's business.
 		return &Error{Status: http.StatusBadGateway, Type: "server_error", Code: "upstream_auth_failed",
 			Message: "The model's provider rejected this gateway's credentials. This is a gateway configuration problem, not a problem with your API key; contact the operator.", Err: cause}
 	case status == http.StatusTooManyRequests:
-		retry := resp.Header.Get("Retry-After")
-		if _, err := strconv.Atoi(retry); err != nil {
-			retry = "1"
+		retry := "1"
+		if n, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil {
+			retry = strconv.Itoa(min(max(n, 1), 3600))
 		}
 		return &Error{Status: http.StatusTooManyRequests, Type: "requests", Code: "rate_limit_exceeded", RetryAfter: retry,
 			Message: "The model's provider is rate limiting requests. Retry after " + retry + " seconds.", Err: cause}
@@ -261,7 +253,6 @@ func (p *Proxy) single(ctx context.Context, w http.ResponseWriter, resp *http.Re
 	out := getBuf()
 	defer putBuf(out)
 	*out = openai.AppendWithModel((*out)[:0], data, x.Model.ID)
-	*out = hideUpstreamModel(*out, x)
 
 	if u, ok := openai.ParseUsage(data); ok {
 		x.Usage, x.Basis = u, BasisUpstream
@@ -346,15 +337,17 @@ func (p *Proxy) stream(ctx context.Context, w http.ResponseWriter, resp *http.Re
 				*text = (*text)[:0]
 			}
 		}
+		if msg, ok := errorEvent(ev.Data); ok {
+			// The provider reported its own failure in band: pass it on,
+			// in OpenAI's shape and with the public model named, instead
+			// of adding a second one.
+			sawError = true
+			*chunk = append((*chunk)[:0], openai.MarshalError(replaceModel(msg, x.Deployment.Model, x.Model.ID), "server_error", "", "upstream_error")...)
+		} else {
+			*chunk = openai.AppendWithModel((*chunk)[:0], ev.Data, x.Model.ID)
+		}
 		// AppendData re-frames the rewritten data: an upstream may
 		// spread one event's JSON over several data lines.
-		*chunk = openai.AppendWithModel((*chunk)[:0], ev.Data, x.Model.ID)
-		*chunk = hideUpstreamModel(*chunk, x)
-		if bytes.Contains(ev.Data, []byte(`"error"`)) && hasTopLevelError(ev.Data) {
-			// The provider reported its own failure in band: pass it on
-			// (with the public model) instead of adding a second one.
-			sawError = true
-		}
 		*out = sse.AppendData((*out)[:0], *chunk)
 		if !x.Delivered {
 			startStream(w)
@@ -382,8 +375,7 @@ func (p *Proxy) stream(ctx context.Context, w http.ResponseWriter, resp *http.Re
 	}
 	if !x.Delivered {
 		if ctx.Err() != nil {
-			x.Outcome = OutcomeClientClosed
-			return &Error{Status: 499, Type: "invalid_request_error", Code: "client_closed", Message: "The client closed the request.", Err: ctx.Err()}
+			return errClientClosed(x, ctx.Err())
 		}
 		if !sawDone {
 			dep := x.Deployment
@@ -428,16 +420,27 @@ func (p *Proxy) stream(ctx context.Context, w http.ResponseWriter, resp *http.Re
 // streamErrorTail completes the in-band error chunk after its model.
 const streamErrorTail = `,"error":{"message":"The model's provider ended the stream unexpectedly.","type":"server_error","param":null,"code":"upstream_error"},"choices":[{"index":0,"delta":{},"finish_reason":"error"}]}`
 
-// hasTopLevelError reports whether a chunk is an error event: an object
-// with a top-level "error" member. Only called on chunks that contain the
-// string, so the decode is off the common path.
-func hasTopLevelError(data []byte) bool {
-	var probe struct {
-		Error json.RawMessage `json:"error"`
+// errorEvent reports whether a chunk is an error event, an object with a
+// top-level "error" member, and returns its message. Only chunks that
+// contain the string are decoded, so the common path stays cheap.
+func errorEvent(data []byte) (string, bool) {
+	if !bytes.Contains(data, []byte(`"error"`)) {
+		return "", false
 	}
-	return json.Unmarshal(data, &probe) == nil && len(probe.Error) > 0 && string(probe.Error) != "null"
+	var probe struct {
+		Error *struct {
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(data, &probe) != nil || probe.Error == nil {
+		return "", false
+	}
+	msg := probe.Error.Message
+	if msg == "" {
+		msg = "The model's provider reported an error."
+	}
+	return msg, true
 }
-
 func startStream(w http.ResponseWriter) {
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")

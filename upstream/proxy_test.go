@@ -225,3 +225,101 @@ func TestForwardStream(t *testing.T) {
 		}
 	})
 }
+
+// exchangeWithIDs is exchangeFor with chosen public and provider model ids.
+func exchangeWithIDs(t *testing.T, public, private, body string, handler http.HandlerFunc) (*Exchange, *httptest.ResponseRecorder, error) {
+	t.Helper()
+	srv := httptest.NewServer(handler)
+	t.Cleanup(srv.Close)
+	p, err := NewProvider("up", TypeOpenAI, srv.URL+"/v1", "", srv.Client())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := NewCatalog([]*Model{{ID: public, Deployments: []*Deployment{{Provider: p, Model: private}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := c.Lookup(public)
+	body = strings.Replace(body, `"model":"public"`, `"model":"`+public+`"`, 1)
+	req, err := openai.ScanRequest([]byte(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := &Exchange{Body: []byte(body), Request: &req, Model: m, Header: http.Header{}}
+	w := httptest.NewRecorder()
+	err = (&Proxy{Tokens: testCounter}).Forward(context.Background(), w, x)
+	return x, w, err
+}
+
+func TestForwardRewritesOnlyTheModelField(t *testing.T) {
+	cases := []struct{ name, public, private string }{
+		{"a public id that contains the provider's id", "mistral-large-eu", "mistral-large"},
+		{"a provider id that is a common word", "gpt-5.2", "model"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			answer := `{"id":"x","object":"chat.completion","model":"` + tc.private + `","choices":[{"index":0,"message":{"role":"assistant","content":"The model says hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}`
+			_, w, err := exchangeWithIDs(t, tc.public, tc.private, plainBody, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, answer) })
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := strings.Replace(answer, `"model":"`+tc.private+`"`, `"model":"`+tc.public+`"`, 1)
+			if got := w.Body.String(); got != want {
+				t.Fatalf("client got\n%s\nwant\n%s", got, want)
+			}
+		})
+	}
+}
+
+func TestForwardRelaysAnUpstreamErrorEvent(t *testing.T) {
+	x, w, err := exchangeFor(t, streamBody, func(w http.ResponseWriter, r *http.Request) {
+		writeSSE(w, chunk1, `{"error":{"message":"private-2025 is overloaded","type":"overloaded_error"}}`)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := w.Body.String()
+	if strings.Contains(body, "private-2025") || !strings.Contains(body, "public is overloaded") ||
+		strings.Count(body, `"error"`) != 1 || !strings.HasSuffix(body, "data: [DONE]\n\n") {
+		t.Fatalf("client got:\n%s", body)
+	}
+	if x.Outcome != OutcomeUpstreamError {
+		t.Fatalf("outcome %s", x.Outcome)
+	}
+}
+
+func TestForwardProviderAccountErrorsAreTheOperators(t *testing.T) {
+	for _, status := range []int{http.StatusPaymentRequired, http.StatusProxyAuthRequired} {
+		_, _, err := exchangeFor(t, plainBody, func(w http.ResponseWriter, r *http.Request) {
+			w.WriteHeader(status)
+			io.WriteString(w, `{"error":{"message":"Insufficient credits on account org-123"}}`)
+		})
+		var ue *Error
+		if !errors.As(err, &ue) || ue.Status != http.StatusBadGateway || strings.Contains(ue.Message, "org-123") {
+			t.Fatalf("HTTP %d: err = %v", status, err)
+		}
+	}
+}
+
+func TestForwardClampsRetryAfter(t *testing.T) {
+	for sent, want := range map[string]string{"7": "7", "-5": "1", "999999": "3600", "soon": "1"} {
+		_, _, err := exchangeFor(t, plainBody, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Retry-After", sent)
+			w.WriteHeader(http.StatusTooManyRequests)
+		})
+		var ue *Error
+		if !errors.As(err, &ue) || ue.RetryAfter != want {
+			t.Fatalf("Retry-After %q: got %v, want %s", sent, err, want)
+		}
+	}
+}
+
+func TestNewCatalogRefusesHugeWeights(t *testing.T) {
+	p := testProvider(t, "p")
+	_, err := NewCatalog([]*Model{{ID: "m", Deployments: []*Deployment{
+		{Provider: p, Model: "a", Weight: MaxWeight + 1}, {Provider: p, Model: "b", Weight: 1},
+	}}})
+	if err == nil {
+		t.Fatal("accepted a weight over MaxWeight")
+	}
+}
