@@ -11,6 +11,7 @@ import (
 	"github.com/dustin/go-humanize"
 
 	"github.com/arcaneapi/caddy-arcane/billing"
+	"github.com/arcaneapi/caddy-arcane/upstream"
 )
 
 func init() {
@@ -238,8 +239,8 @@ func (a *App) unmarshalModel(d *caddyfile.Dispenser) error {
 			dc := DeploymentConfig{Provider: args[0], Model: args[1]}
 			if len(args) == 3 {
 				w, err := strconv.Atoi(args[2])
-				if err != nil || w <= 0 {
-					return d.Errf("model %s: deploy weight %q: expected a positive whole number", mc.ID, args[2])
+				if err != nil || w <= 0 || w > upstream.MaxWeight {
+					return d.Errf("model %s: deploy weight %q: expected a whole number from 1 to %d", mc.ID, args[2], upstream.MaxWeight)
 				}
 				dc.Weight = w
 			}

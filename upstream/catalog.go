@@ -109,6 +109,10 @@ type Model struct {
 	totalWeight int
 }
 
+// MaxWeight bounds a deployment's weight, so that a model's total weight
+// cannot overflow.
+const MaxWeight = 1_000_000
+
 // Catalog is the set of public models. It is immutable once built and
 // safe for concurrent use.
 type Catalog struct {
@@ -134,6 +138,9 @@ func NewCatalog(models []*Model) (*Catalog, error) {
 		for _, d := range m.Deployments {
 			if d.Weight <= 0 {
 				d.Weight = 1
+			}
+			if d.Weight > MaxWeight {
+				return nil, fmt.Errorf("model %s: deploy weight %d is over %d", m.ID, d.Weight, MaxWeight)
 			}
 			m.totalWeight += d.Weight
 		}
