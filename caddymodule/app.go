@@ -63,6 +63,7 @@ type App struct {
 	catalog  *upstream.Catalog
 	prices   map[string]billing.Price
 	proxy    *upstream.Proxy
+	maxBody  int64
 }
 
 // tokenCounter counts usage for providers that report none. Its
@@ -88,8 +89,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 	a.catalog, a.prices = catalog, prices
 	a.proxy = &upstream.Proxy{Tokens: tokenCounter}
-	if a.MaxRequestBody <= 0 {
-		a.MaxRequestBody = 4 << 20
+	a.maxBody = a.MaxRequestBody
+	if a.maxBody == 0 {
+		a.maxBody = 4 << 20
 	}
 	path, err := databasePath(a.Storage)
 	if err != nil {

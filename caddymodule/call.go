@@ -56,12 +56,12 @@ func (c *call) chatRequest(r *http.Request, app *App) *apiError {
 	if c.Chat != nil {
 		return nil
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, app.MaxRequestBody))
+	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, app.maxBody))
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
 			return &apiError{Status: http.StatusRequestEntityTooLarge, Type: "invalid_request_error", Code: "request_too_large",
-				Message: fmt.Sprintf("The request body is larger than this API accepts (%d bytes).", app.MaxRequestBody)}
+				Message: fmt.Sprintf("The request body is larger than this API accepts (%d bytes).", app.maxBody)}
 		}
 		return &apiError{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: "", Message: "The request body could not be read."}
 	}
