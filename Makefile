@@ -65,11 +65,22 @@ bench:
 microbench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
-# Each fuzz target for FUZZTIME (default 30s); findings land in testdata/fuzz.
+# Each fuzz target for FUZZTIME (default 30s); findings land in the
+# package's testdata/fuzz and become regression tests.
 FUZZTIME ?= 30s
+FUZZ_TARGETS = \
+	./billing:FuzzParseAmount ./billing:FuzzParseSecret \
+	./upstream/openai:FuzzWalk ./upstream/openai:FuzzScanRequest \
+	./upstream/openai:FuzzAppendWithModel ./upstream/openai:FuzzChunk \
+	./upstream/sse:FuzzReader ./upstream/sse:FuzzRoundTrip \
+	./upstream/tokens:FuzzCount ./upstream/tokens:FuzzBoundary \
+	./upstream/mock:FuzzChatCompletions
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzParseAmount$$' -fuzztime $(FUZZTIME) ./billing
-	$(GO) test -run '^$$' -fuzz '^FuzzParseSecret$$' -fuzztime $(FUZZTIME) ./billing
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz $$pkg $$name"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg; \
+	done
 
 clean:
 	rm -rf bin
