@@ -64,6 +64,8 @@ type App struct {
 	prices   map[string]billing.Price
 	proxy    *upstream.Proxy
 	maxBody  int64
+	// healthKeys are the deployment health entries this config holds.
+	healthKeys []string
 }
 
 // tokenCounter counts usage for providers that report none. Its
@@ -143,6 +145,10 @@ func (a *App) Stop() error { return nil }
 // closes it. a.db stays set: a request of this config that outlives the
 // grace period then gets an error from a closed store, not a nil pointer.
 func (a *App) Cleanup() error {
+	for _, key := range a.healthKeys {
+		_, _ = healths.Delete(key)
+	}
+	a.healthKeys = nil
 	if a.catalog != nil {
 		for _, m := range a.catalog.Models() {
 			for _, d := range m.Deployments {

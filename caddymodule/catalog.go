@@ -81,6 +81,24 @@ type ModelConfig struct {
 	OwnedBy string `json:"owned_by,omitempty"`
 }
 
+// healths holds each deployment's passive health, keyed by what the
+// deployment is (provider name, type, base URL and model), so a config
+// reload keeps it. Each App releases the keys it acquired in Cleanup.
+var healths = caddy.NewUsagePool()
+
+type healthEntry struct{ *upstream.Health }
+
+func (healthEntry) Destruct() error { return nil }
+
+func (a *App) acquireHealth(provider string, pc *ProviderConfig, model string) *upstream.Health {
+	key := provider + "\x00" + pc.Type + "\x00" + pc.BaseURL + "\x00" + model
+	val, _, _ := healths.LoadOrNew(key, func() (caddy.Destructor, error) {
+		return healthEntry{new(upstream.Health)}, nil
+	})
+	a.healthKeys = append(a.healthKeys, key)
+	return val.(healthEntry).Health
+}
+
 // buildCatalog turns the configuration into providers and a catalog,
 // naming the provider or model at fault in every error.
 func (a *App) buildCatalog() (*upstream.Catalog, map[string]billing.Price, error) {
@@ -119,7 +137,8 @@ func (a *App) buildCatalog() (*upstream.Catalog, map[string]billing.Price, error
 			if dc.Weight < 0 {
 				return nil, nil, fmt.Errorf("model %s: deploy weight must be positive", mc.ID)
 			}
-			m.Deployments = append(m.Deployments, &upstream.Deployment{Provider: p, Model: dc.Model, Weight: dc.Weight})
+			m.Deployments = append(m.Deployments, &upstream.Deployment{Provider: p, Model: dc.Model, Weight: dc.Weight,
+				Health: a.acquireHealth(dc.Provider, a.Providers[dc.Provider], dc.Model)})
 		}
 		if m.OwnedBy == "" && len(m.Deployments) > 0 {
 			m.OwnedBy = m.Deployments[0].Provider.Name

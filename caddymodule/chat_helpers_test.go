@@ -317,6 +317,8 @@ type chatOptions struct {
 // chatEnv is a running arcane in front of a fake upstream, with an
 // account and a fresh key.
 type chatEnv struct {
+	// cfg is the Caddyfile the server was loaded with.
+	cfg         string
 	tester      *caddytest.Tester
 	up          *fakeUpstream
 	providerKey string
@@ -348,6 +350,7 @@ func startChat(t *testing.T, opts chatOptions) *chatEnv {
 		env.logPath = filepath.Join(dir, "access.log")
 		cfg = withAccessLog(t, cfg, env.logPath)
 	}
+	env.cfg = cfg
 	env.tester = caddytest.NewTester(t)
 	env.tester.InitServer(cfg, "caddyfile")
 	if t.Failed() {

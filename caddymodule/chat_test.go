@@ -1067,3 +1067,45 @@ func TestCatalogErrorsFailTheLoad(t *testing.T) {
 		})
 	}
 }
+
+func TestDeploymentHealthSurvivesReload(t *testing.T) {
+	env := startChat(t, chatOptions{})
+	env.up.handle(func(w http.ResponseWriter, _ *http.Request, _ []byte) {
+		writeUpstreamError(w, http.StatusInternalServerError, "server_error", "The server had an error.")
+	})
+	for i := 1; i <= 3; i++ {
+		if resp := postChat(t, env.key.Key, chatBody(publicModel, "")); resp.Status != http.StatusBadGateway {
+			t.Fatalf("failure %d: status %d, want 502", i, resp.Status)
+		}
+	}
+	statusOf := func() string {
+		_, _, body := apiGet(t, env.tester, "/v1/status", "Bearer "+env.key.Key)
+		var s testStatus
+		if err := json.Unmarshal([]byte(body), &s); err != nil {
+			t.Fatalf("decoding %s: %v", body, err)
+		}
+		return s.Models[publicModel].Deployments[0].Status
+	}
+	if got := statusOf(); got != "failing" {
+		t.Fatalf("before the reload the deployment is %s, want failing", got)
+	}
+
+	// The same deployment in a changed config (an extra route) keeps its
+	// health; Caddy would skip a reload of an identical config.
+	reloaded := strings.Replace(env.cfg, "http://localhost:9080 {\n", "http://localhost:9080 {\n\trespond /reload-marker 204\n", 1)
+	if reloaded == env.cfg {
+		t.Fatal("could not change the config")
+	}
+	env.tester.InitServer(reloaded, "caddyfile")
+	if got := statusOf(); got != "failing" {
+		t.Fatalf("after the reload the deployment is %s, want failing: reloads must keep health", got)
+	}
+
+	env.up.handle(replyWith(standardReply))
+	if resp := postChat(t, env.key.Key, chatBody(publicModel, "")); resp.Status != http.StatusOK {
+		t.Fatalf("status %d after the upstream recovered", resp.Status)
+	}
+	if got := statusOf(); got != "ok" {
+		t.Fatalf("after a success the deployment is %s, want ok", got)
+	}
+}

@@ -69,9 +69,16 @@ type Deployment struct {
 	Model  string
 	Weight int
 
-	// failures counts consecutive failed requests (connection errors,
-	// 5xx, rejected credentials); a success resets it. Circuit breaking
-	// and failover will build on it.
+	// Health is the deployment's passive health. The gateway shares one
+	// per deployment across config reloads; NewCatalog gives a deployment
+	// without one a fresh one.
+	Health *Health
+}
+
+// Health counts a deployment's consecutive failed requests (connection
+// errors, 5xx, rejected credentials); a success resets it. Circuit
+// breaking and failover will build on it. Safe for concurrent use.
+type Health struct {
 	failures atomic.Int64
 }
 
@@ -79,17 +86,22 @@ type Deployment struct {
 const failingAfter = 3
 
 // Healthy reports whether the deployment's recent requests succeeded.
-func (d *Deployment) Healthy() bool { return d.failures.Load() < failingAfter }
+func (h *Health) Healthy() bool { return h.failures.Load() < failingAfter }
 
-func (d *Deployment) observe(ok bool) {
+func (h *Health) observe(ok bool) {
 	if ok {
-		if d.failures.Load() != 0 {
-			d.failures.Store(0)
+		if h.failures.Load() != 0 {
+			h.failures.Store(0)
 		}
 		return
 	}
-	d.failures.Add(1)
+	h.failures.Add(1)
 }
+
+// Healthy reports whether the deployment's recent requests succeeded.
+func (d *Deployment) Healthy() bool { return d.Health.Healthy() }
+
+func (d *Deployment) observe(ok bool) { d.Health.observe(ok) }
 
 // Name identifies the deployment in logs and ledger rows: provider/model.
 func (d *Deployment) Name() string { return d.Provider.Name + "/" + d.Model }
@@ -138,6 +150,9 @@ func NewCatalog(models []*Model) (*Catalog, error) {
 		for _, d := range m.Deployments {
 			if d.Weight <= 0 {
 				d.Weight = 1
+			}
+			if d.Health == nil {
+				d.Health = new(Health)
 			}
 			if d.Weight > MaxWeight {
 				return nil, fmt.Errorf("model %s: deploy weight %d is over %d", m.ID, d.Weight, MaxWeight)

@@ -99,7 +99,7 @@ func TestPickFollowsWeights(t *testing.T) {
 }
 
 func TestDeploymentHealth(t *testing.T) {
-	d := &Deployment{Provider: testProvider(t, "p"), Model: "m"}
+	d := &Deployment{Provider: testProvider(t, "p"), Model: "m", Health: new(Health)}
 	for i := range failingAfter - 1 {
 		d.observe(false)
 		if !d.Healthy() {
