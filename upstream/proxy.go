@@ -378,8 +378,7 @@ func (p *Proxy) stream(ctx context.Context, w http.ResponseWriter, resp *http.Re
 			return errClientClosed(x, ctx.Err())
 		}
 		if !sawDone {
-			dep := x.Deployment
-			dep.observe(false)
+			x.Deployment.observe(false)
 			return &Error{Status: http.StatusBadGateway, Type: "server_error", Code: "upstream_error",
 				Message: "The model's provider ended the stream before answering. Retry with backoff.", Err: readErr}
 		}
