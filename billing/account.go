@@ -53,6 +53,9 @@ const (
 	// EntryCredit is money added by the operator (including the opening
 	// balance of a new account).
 	EntryCredit EntryKind = "credit"
+	// EntryCharge is a settled API request: its cost (zero or more) taken
+	// from the balance, with what was used.
+	EntryCharge EntryKind = "charge"
 )
 
 // Entry is one ledger row: an account's balance moved by Amount (positive
@@ -67,6 +70,31 @@ type Entry struct {
 	Amount    Amount    `json:"amount"`
 	Balance   Amount    `json:"balance"`
 	Note      string    `json:"note,omitempty"`
+
+	// The rest describes a charge (EntryCharge): the request it settles
+	// and what it used. Charges have Amount = -cost.
+	RequestID        string `json:"request_id,omitempty"`
+	KeyID            string `json:"key_id,omitempty"`
+	Model            string `json:"model,omitempty"`
+	Deployment       string `json:"deployment,omitempty"`
+	PromptTokens     int64  `json:"prompt_tokens,omitempty"`
+	CachedTokens     int64  `json:"cached_tokens,omitempty"`
+	CompletionTokens int64  `json:"completion_tokens,omitempty"`
+	// Basis says where the token counts came from: "upstream" (the
+	// provider reported them) or "counted" (the gateway counted what it
+	// delivered).
+	Basis string `json:"basis,omitempty"`
+	// Outcome says how the request ended: "ok", "client_closed",
+	// "upstream_error", ...
+	Outcome string `json:"outcome,omitempty"`
+}
+
+// Cost is what a charge took from the balance (zero for other rows).
+func (e *Entry) Cost() Amount {
+	if e.Kind != EntryCharge {
+		return 0
+	}
+	return -e.Amount
 }
 
 // sortByCreated orders records oldest first, by id where times tie.

@@ -24,6 +24,7 @@ var (
 	bucketKeyHashes   = []byte("key_hashes")   // SHA-256 of secret -> key id
 	bucketAccountKeys = []byte("account_keys") // account id + "/" + key id -> nil
 	bucketLedger      = []byte("ledger")       // account id -> bucket{seq (8 bytes BE) -> Entry}
+	bucketRequests    = []byte("requests")     // request id -> account id, NUL, seq of its charge
 
 	schemaKey     = []byte("schema")
 	schemaVersion = []byte("1")
@@ -49,6 +50,7 @@ type BoltStore struct {
 	db   *bolt.DB
 	now  func() time.Time
 	rand io.Reader
+	gc   *committer
 }
 
 // OpenBolt opens (creating if needed) the store at path. If another process
@@ -77,7 +79,7 @@ func OpenBolt(path string, opts BoltOptions) (*BoltStore, error) {
 		return nil, fmt.Errorf("opening database %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketMeta, bucketAccounts, bucketKeys, bucketKeyHashes, bucketAccountKeys, bucketLedger} {
+		for _, name := range [][]byte{bucketMeta, bucketAccounts, bucketKeys, bucketKeyHashes, bucketAccountKeys, bucketLedger, bucketRequests} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err
 			}
@@ -95,14 +97,20 @@ func OpenBolt(path string, opts BoltOptions) (*BoltStore, error) {
 		db.Close()
 		return nil, fmt.Errorf("initialising database %s: %w", path, err)
 	}
-	return &BoltStore{db: db, now: opts.Now, rand: opts.Rand}, nil
+	s := &BoltStore{db: db, now: opts.Now, rand: opts.Rand}
+	s.startCommitter()
+	return s, nil
 }
 
 // Path is the file the store lives in.
 func (s *BoltStore) Path() string { return s.db.Path() }
 
-// Close releases the file.
-func (s *BoltStore) Close() error { return s.db.Close() }
+// Close commits the settlements already queued, then releases the file.
+// Settle calls after Close fail with ErrClosed.
+func (s *BoltStore) Close() error {
+	s.stopCommitter()
+	return s.db.Close()
+}
 
 // Ping runs an empty read transaction.
 func (s *BoltStore) Ping() error {

@@ -35,6 +35,17 @@ type Store interface {
 	// whether older rows remain.
 	Ledger(accountID string, before uint64, limit int) (rows []Entry, more bool, err error)
 
+	// Balance returns an account's balance and the sequence number of the
+	// ledger row that left it (0 before any row), read together.
+	Balance(accountID string) (Amount, uint64, error)
+	// Settle records a request's charge durably before it returns: the
+	// debit and its ledger row, once per request id. Settling a request id
+	// again charges nothing and returns the first row with an error
+	// wrapping ErrSettled.
+	Settle(c Charge) (Entry, error)
+	// Request returns the ledger row that settled a request id.
+	Request(requestID string) (Entry, error)
+
 	// Ping checks that the store can be read.
 	Ping() error
 	Close() error

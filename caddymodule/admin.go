@@ -126,7 +126,7 @@ type accountView struct {
 }
 
 func (a *adminRequest) view(acct billing.Account) accountView {
-	return accountView{Account: acct}
+	return accountView{Account: acct, Held: a.app.bank().Held(acct.ID)}
 }
 
 // keyView is a key as the admin API shows it: never the secret, except
@@ -212,7 +212,7 @@ func (a *adminRequest) credit(w http.ResponseWriter, r *http.Request, id string)
 	if body.Amount == nil {
 		return apiErr(http.StatusBadRequest, "amount is required, as a decimal string such as \"25.00\"")
 	}
-	acct, _, err := a.app.store().Credit(id, *body.Amount, body.Note)
+	acct, _, err := a.app.bank().Credit(id, *body.Amount, body.Note)
 	if err != nil {
 		return storeErr(err)
 	}

@@ -166,6 +166,7 @@ func (a *App) Cleanup() error {
 // store and keys give handlers the shared services.
 func (a *App) store() billing.Store      { return a.db.store }
 func (a *App) keyring() *billing.Keyring { return a.db.keys }
+func (a *App) bank() *billing.Bank       { return a.db.bank }
 
 // Interface guards
 var (

@@ -23,6 +23,9 @@ type database struct {
 	path  string
 	store *billing.BoltStore
 	keys  *billing.Keyring
+	// bank holds and settles spending; its holds must outlive a reload
+	// as the requests they belong to do.
+	bank *billing.Bank
 	// demoDone is set once the demo key has been minted for this open
 	// file, so a reload does not mint another.
 	demoDone atomic.Bool
@@ -50,7 +53,7 @@ func acquireDatabase(path string, timeout time.Duration, cacheSize int64) (*data
 			store.Close()
 			return nil, err
 		}
-		return &database{path: path, store: store, keys: keys}, nil
+		return &database{path: path, store: store, keys: keys, bank: billing.NewBank(store)}, nil
 	})
 	if err != nil {
 		return nil, err

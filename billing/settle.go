@@ -1,0 +1,278 @@
+package billing
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// ErrSettled is returned when a request id has been settled before. The
+// first settlement stands; nothing is charged again.
+var ErrSettled = errors.New("request already settled")
+
+// ErrClosed is returned by a store that has been closed.
+var ErrClosed = errors.New("store is closed")
+
+// Charge is one API request's settlement: what it cost and what it used.
+// RequestID makes it idempotent: a store records each request id once.
+type Charge struct {
+	RequestID  string
+	AccountID  string
+	KeyID      string
+	Model      string
+	Deployment string
+	Usage      Usage
+	Basis      string
+	Outcome    string
+	// Cost is taken from the balance; zero or more.
+	Cost Amount
+}
+
+func (c *Charge) validate() error {
+	switch {
+	case c.RequestID == "" || len(c.RequestID) > 200:
+		return fmt.Errorf("%w: a charge needs a request id of 1 to 200 bytes", ErrInvalid)
+	case c.AccountID == "":
+		return fmt.Errorf("%w: a charge needs an account", ErrInvalid)
+	case c.Cost < 0:
+		return fmt.Errorf("%w: a charge must not be negative", ErrInvalid)
+	}
+	return nil
+}
+
+// maxSettleBatch bounds how many settlements share one transaction.
+const maxSettleBatch = 4096
+
+// settlement is one Settle call waiting for the commit loop.
+type settlement struct {
+	charge Charge
+	entry  Entry
+	err    error
+	done   chan struct{} // receives once the batch is durable
+}
+
+var settlementPool = sync.Pool{New: func() any { return &settlement{done: make(chan struct{}, 1)} }}
+
+// committer batches concurrent settlements into shared transactions:
+// group commit. One goroutine commits; while it waits for the disk, new
+// settlements queue, and the next transaction takes all of them. One fsync
+// then makes a whole batch durable, so throughput grows with concurrency
+// instead of being capped at one request per disk flush, and nobody waits
+// for a timer.
+type committer struct {
+	mu      sync.RWMutex // guards closed against sends on a closed queue
+	closed  bool
+	queue   chan *settlement
+	stopped chan struct{}
+
+	batches     atomic.Uint64
+	settlements atomic.Uint64
+}
+
+// SettleStats counts the commit loop's work since the store opened.
+type SettleStats struct {
+	// Batches is the number of transactions committed, Settlements the
+	// number of charges they carried.
+	Batches, Settlements uint64
+}
+
+// SettleStats reports how settlements have been batched.
+func (s *BoltStore) SettleStats() SettleStats {
+	return SettleStats{Batches: s.gc.batches.Load(), Settlements: s.gc.settlements.Load()}
+}
+
+func (s *BoltStore) startCommitter() {
+	s.gc = &committer{queue: make(chan *settlement, maxSettleBatch), stopped: make(chan struct{})}
+	go s.commitLoop()
+}
+
+// stopCommitter lets queued settlements commit, then stops the loop.
+func (s *BoltStore) stopCommitter() {
+	s.gc.mu.Lock()
+	if !s.gc.closed {
+		s.gc.closed = true
+		close(s.gc.queue)
+	}
+	s.gc.mu.Unlock()
+	<-s.gc.stopped
+}
+
+func (s *BoltStore) commitLoop() {
+	defer close(s.gc.stopped)
+	batch := make([]*settlement, 0, 64)
+	for first := range s.gc.queue {
+		batch = append(batch[:0], first)
+	drain:
+		for len(batch) < maxSettleBatch {
+			select {
+			case st, ok := <-s.gc.queue:
+				if !ok {
+					break drain
+				}
+				batch = append(batch, st)
+			default:
+				break drain
+			}
+		}
+		s.commitBatch(batch)
+		s.gc.batches.Add(1)
+		s.gc.settlements.Add(uint64(len(batch)))
+		for i, st := range batch {
+			st.done <- struct{}{}
+			batch[i] = nil
+		}
+	}
+}
+
+// Settle records a charge: it debits the account and appends a ledger row
+// in one transaction, and returns once that transaction is on disk.
+// Concurrent calls share transactions (group commit). A request id that
+// was settled before is not charged again: Settle returns its first row and
+// an error wrapping ErrSettled.
+func (s *BoltStore) Settle(c Charge) (Entry, error) {
+	if err := c.validate(); err != nil {
+		return Entry{}, err
+	}
+	st := settlementPool.Get().(*settlement)
+	st.charge = c
+	s.gc.mu.RLock()
+	if s.gc.closed {
+		s.gc.mu.RUnlock()
+		settlementPool.Put(st)
+		return Entry{}, fmt.Errorf("settling request %s: %w", c.RequestID, ErrClosed)
+	}
+	s.gc.queue <- st
+	s.gc.mu.RUnlock()
+	<-st.done
+	e, err := st.entry, st.err
+	*st = settlement{done: st.done}
+	settlementPool.Put(st)
+	return e, err
+}
+
+// commitBatch writes a batch in one transaction. A charge that cannot
+// apply (unknown account, a repeated request id) fails alone; a failing
+// transaction fails them all, and nothing of it is kept.
+func (s *BoltStore) commitBatch(batch []*settlement) {
+	now := s.now().UTC()
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		accounts := tx.Bucket(bucketAccounts)
+		requests := tx.Bucket(bucketRequests)
+		touched := make(map[string]*Account, 4)
+		for _, st := range batch {
+			st.entry, st.err = Entry{}, nil
+			c := &st.charge
+			if ref := requests.Get([]byte(c.RequestID)); ref != nil {
+				e, err := entryByRef(tx, ref)
+				if err != nil {
+					return err
+				}
+				st.entry, st.err = e, fmt.Errorf("request %s: %w", c.RequestID, ErrSettled)
+				continue
+			}
+			acct := touched[c.AccountID]
+			if acct == nil {
+				acct = new(Account)
+				if err := getJSON(accounts, c.AccountID, acct, "account"); err != nil {
+					if errors.Is(err, ErrNotFound) {
+						st.err = err
+						continue
+					}
+					return err
+				}
+				touched[c.AccountID] = acct
+			}
+			e, err := appendEntry(tx, acct, Entry{
+				Time: now, Kind: EntryCharge, Amount: -c.Cost,
+				RequestID: c.RequestID, KeyID: c.KeyID, Model: c.Model, Deployment: c.Deployment,
+				PromptTokens: c.Usage.PromptTokens, CachedTokens: c.Usage.CachedTokens, CompletionTokens: c.Usage.CompletionTokens,
+				Basis: c.Basis, Outcome: c.Outcome,
+			})
+			if errors.Is(err, ErrInvalid) {
+				st.err = err
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			if err := requests.Put([]byte(c.RequestID), entryRef(acct.ID, e.Seq)); err != nil {
+				return err
+			}
+			st.entry = e
+		}
+		for id, acct := range touched {
+			if err := putJSON(accounts, id, acct); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		err = fmt.Errorf("committing %d settlements: %w", len(batch), err)
+		for _, st := range batch {
+			st.entry, st.err = Entry{}, err
+		}
+	}
+}
+
+// entryRef is the requests index's value: account id, NUL, 8-byte seq.
+func entryRef(accountID string, seq uint64) []byte {
+	b := make([]byte, 0, len(accountID)+9)
+	b = append(b, accountID...)
+	b = append(b, 0)
+	return binary.BigEndian.AppendUint64(b, seq)
+}
+
+func entryByRef(tx *bolt.Tx, ref []byte) (Entry, error) {
+	if len(ref) < 10 || ref[len(ref)-9] != 0 {
+		return Entry{}, fmt.Errorf("corrupt request index value %q", ref)
+	}
+	acct, seq := ref[:len(ref)-9], ref[len(ref)-8:]
+	b := tx.Bucket(bucketLedger).Bucket(acct)
+	if b == nil {
+		return Entry{}, fmt.Errorf("request index names account %s, which has no ledger", acct)
+	}
+	var e Entry
+	if err := getJSON(b, string(seq), &e, "ledger row"); err != nil {
+		return Entry{}, err
+	}
+	return e, nil
+}
+
+// Request returns the ledger row that settled a request id.
+func (s *BoltStore) Request(requestID string) (Entry, error) {
+	var e Entry
+	err := s.db.View(func(tx *bolt.Tx) error {
+		ref := tx.Bucket(bucketRequests).Get([]byte(requestID))
+		if ref == nil {
+			return fmt.Errorf("request %s: %w", requestID, ErrNotFound)
+		}
+		var err error
+		e, err = entryByRef(tx, ref)
+		return err
+	})
+	return e, err
+}
+
+// Balance returns an account's balance and the sequence number of the
+// ledger row that left it (0 before the first row), in one read.
+func (s *BoltStore) Balance(accountID string) (Amount, uint64, error) {
+	var (
+		acct Account
+		seq  uint64
+	)
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if err := getJSON(tx.Bucket(bucketAccounts), accountID, &acct, "account"); err != nil {
+			return err
+		}
+		if b := tx.Bucket(bucketLedger).Bucket([]byte(accountID)); b != nil {
+			seq = b.Sequence()
+		}
+		return nil
+	})
+	return acct.Balance, seq, err
+}
