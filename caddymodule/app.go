@@ -51,6 +51,12 @@ type App struct {
 	// Default: 4 MiB.
 	MaxRequestBody int64 `json:"max_request_body,omitempty"`
 
+	// DefaultMaxOutputTokens is the output cap a balance hold assumes for
+	// a request that sets no max_tokens, to a model with no
+	// max_output_tokens. A request is never charged more than its hold, so
+	// give every model its real max_output_tokens. Default: 4096.
+	DefaultMaxOutputTokens int64 `json:"default_max_output_tokens,omitempty"`
+
 	// Demo, when true, makes sure an account named "demo" exists (with
 	// $10.00 on first creation) and mints a fresh key for it at start,
 	// printed once to standard error; earlier demo keys are revoked. It is
@@ -64,6 +70,8 @@ type App struct {
 	prices   map[string]billing.Price
 	proxy    *upstream.Proxy
 	maxBody  int64
+	// defaultMaxOutput is DefaultMaxOutputTokens or its default.
+	defaultMaxOutput int64
 	// healthKeys are the deployment health entries this config holds.
 	healthKeys []string
 }
@@ -95,6 +103,10 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if a.maxBody == 0 {
 		a.maxBody = 4 << 20
 	}
+	a.defaultMaxOutput = a.DefaultMaxOutputTokens
+	if a.defaultMaxOutput == 0 {
+		a.defaultMaxOutput = 4096
+	}
 	path, err := databasePath(a.Storage)
 	if err != nil {
 		return err
@@ -118,6 +130,9 @@ func (a *App) Validate() error {
 	}
 	if a.MaxRequestBody < 0 {
 		return fmt.Errorf("max_request_body must not be negative")
+	}
+	if a.DefaultMaxOutputTokens < 0 {
+		return fmt.Errorf("default_max_output_tokens must not be negative")
 	}
 	if a.KeyCacheSize < 0 {
 		return fmt.Errorf("key_cache_size must not be negative")

@@ -117,7 +117,7 @@ func (h *Auth) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	repl.Set("http.auth.user.id", p.Key.AccountID)
 	repl.Set("http.auth.user.key_id", p.Key.ID)
-	caddyhttp.SetVar(r.Context(), callVar, &call{Principal: p, Start: start})
+	newCall(w, r, p, start)
 	r.Header.Del("Authorization")
 	return next.ServeHTTP(w, r)
 }

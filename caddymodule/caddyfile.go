@@ -38,6 +38,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //		key_cache_size <n>
 //		demo           [on|off]
 //		max_request_body <size>
+//		default_max_output_tokens <n>
 //		provider <name> {
 //			type     openai|anthropic|mock
 //			base_url <url>
@@ -104,15 +105,19 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("open_timeout %q: %v", d.Val(), err)
 			}
 			a.OpenTimeout = caddy.Duration(dur)
-		case "key_cache_size":
+		case "key_cache_size", "default_max_output_tokens":
 			if !d.NextArg() {
 				return d.ArgErr()
 			}
 			n, err := strconv.ParseInt(d.Val(), 10, 64)
 			if err != nil || n <= 0 {
-				return d.Errf("key_cache_size %q: expected a positive whole number", d.Val())
+				return d.Errf("%s %q: expected a positive whole number", name, d.Val())
 			}
-			a.KeyCacheSize = n
+			if name == "key_cache_size" {
+				a.KeyCacheSize = n
+			} else {
+				a.DefaultMaxOutputTokens = n
+			}
 		case "demo":
 			a.Demo = true
 			if d.NextArg() {

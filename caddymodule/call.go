@@ -1,6 +1,8 @@
 package caddymodule
 
 import (
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -8,6 +10,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
 
 	"github.com/arcaneapi/caddy-arcane/billing"
 	"github.com/arcaneapi/caddy-arcane/upstream"
@@ -21,6 +24,9 @@ const callVar = "arcane_call"
 // (arcane_auth) starts it in the request's vars, later handlers read and
 // extend it. It is never shared between requests.
 type call struct {
+	// ID is the request id: sent to the client as X-Request-Id and kept on
+	// the request's ledger row.
+	ID string
 	// Principal is the authenticated key and its account's state; shared
 	// with the key cache, so read-only.
 	Principal *billing.Principal
@@ -36,17 +42,44 @@ type call struct {
 	// Exchange is what the proxy did: deployment, usage and its basis,
 	// outcome.
 	Exchange *upstream.Exchange
+
+	// Hold is the balance reserved for this request by arcane_balance,
+	// and Price the model's price it settles at; nil when nothing is
+	// charged.
+	Hold  *billing.Hold
+	Price billing.Price
+}
+
+// newCall starts a request's call: it takes a request id, announces it in
+// the X-Request-Id response header and the access log, and stores the call
+// in the request's vars.
+func newCall(w http.ResponseWriter, r *http.Request, p *billing.Principal, start time.Time) *call {
+	c := &call{ID: newRequestID(), Principal: p, Start: start}
+	w.Header().Set("X-Request-Id", c.ID)
+	if extra, ok := r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok {
+		extra.Add(zap.String("arcane_request_id", c.ID))
+	}
+	caddyhttp.SetVar(r.Context(), callVar, c)
+	return c
+}
+
+// newRequestID returns "req_" and 96 random bits in URL-safe base64.
+func newRequestID() string {
+	var raw [12]byte
+	_, _ = rand.Read(raw[:]) // never fails (crypto/rand, Go 1.24+)
+	var b [4 + 16]byte
+	copy(b[:], "req_")
+	base64.RawURLEncoding.Encode(b[4:], raw[:])
+	return string(b[:])
 }
 
 // callFrom returns the request's call, starting one if no arcane_auth ran
 // before (an operator may serve a model without keys).
-func callFrom(r *http.Request) *call {
+func callFrom(w http.ResponseWriter, r *http.Request) *call {
 	if c, ok := caddyhttp.GetVar(r.Context(), callVar).(*call); ok {
 		return c
 	}
-	c := &call{Start: time.Now()}
-	caddyhttp.SetVar(r.Context(), callVar, c)
-	return c
+	return newCall(w, r, nil, time.Now())
 }
 
 // chatRequest reads and scans a chat completion body once per request,

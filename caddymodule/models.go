@@ -72,7 +72,7 @@ func (h *Models) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 			Message: "Use GET for /v1/models."})
 		return nil
 	}
-	c := callFrom(r)
+	c := callFrom(w, r)
 	list := modelList{Object: "list", Data: []modelInfo{}}
 	for _, m := range h.app.catalog.Models() {
 		if !keyMayUse(c.Principal, m.ID) {

@@ -54,12 +54,15 @@ func (h *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Ha
 			Message: "Use POST for /v1/chat/completions."})
 		return nil
 	}
-	c := callFrom(r)
+	c := callFrom(w, r)
 	if e := c.chatRequest(r, h.app); e != nil {
 		writeError(w, r, *e)
 		return nil
 	}
 	x := &upstream.Exchange{Body: c.Body, Request: c.Chat, Model: c.Model, Header: r.Header}
+	if c.Hold != nil {
+		x.Cost = c.appendCost
+	}
 	c.Exchange = x
 	err := h.app.proxy.Forward(r.Context(), w, x)
 	logExchange(r, x)

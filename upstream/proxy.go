@@ -48,6 +48,10 @@ type Exchange struct {
 	// Header is the client's request header; only an allow-list of it
 	// goes upstream.
 	Header http.Header
+	// Cost, when set, appends what the client is charged for a usage, as a
+	// JSON number of dollars; the proxy adds it to the usage the client
+	// sees as usage.cost.
+	Cost func(dst []byte, u openai.Usage) []byte
 
 	// Deployment served the request (nil if none was tried).
 	Deployment *Deployment
@@ -256,6 +260,10 @@ func (p *Proxy) single(ctx context.Context, w http.ResponseWriter, resp *http.Re
 
 	if u, ok := openai.ParseUsage(data); ok {
 		x.Usage, x.Basis = u, BasisUpstream
+		if x.Cost != nil {
+			*in = p.withCost((*in)[:0], *out, x)
+			*in, *out = *out, *in
+		}
 	} else {
 		text := getBuf()
 		*text = openai.AppendContent((*text)[:0], data)
@@ -274,6 +282,13 @@ func (p *Proxy) single(ctx context.Context, w http.ResponseWriter, resp *http.Re
 	}
 	x.Outcome = OutcomeOK
 	return nil
+}
+
+// withCost appends obj with usage.cost set to what x.Cost says the client
+// pays for x.Usage.
+func (p *Proxy) withCost(dst, obj []byte, x *Exchange) []byte {
+	var num [32]byte
+	return openai.AppendUsageCost(dst, obj, x.Cost(num[:0], x.Usage))
 }
 
 // readAll is io.ReadAll into a reused buffer.
@@ -324,7 +339,8 @@ func (p *Proxy) stream(ctx context.Context, w http.ResponseWriter, resp *http.Re
 			sawDone = true
 			break
 		}
-		if u, ok := openai.ParseUsage(ev.Data); ok {
+		u, usageEvent := openai.ParseUsage(ev.Data)
+		if usageEvent {
 			x.Usage, gotUsage = u, true
 		}
 		if !x.Request.IncludeUsage && openai.IsUsageOnlyChunk(ev.Data) {
@@ -345,6 +361,10 @@ func (p *Proxy) stream(ctx context.Context, w http.ResponseWriter, resp *http.Re
 			*chunk = append((*chunk)[:0], openai.MarshalError(replaceModel(msg, x.Deployment.Model, x.Model.ID), "server_error", "", "upstream_error")...)
 		} else {
 			*chunk = openai.AppendWithModel((*chunk)[:0], ev.Data, x.Model.ID)
+			if usageEvent && x.Cost != nil {
+				*out = p.withCost((*out)[:0], *chunk, x)
+				*out, *chunk = *chunk, *out
+			}
 		}
 		// AppendData re-frames the rewritten data: an upstream may
 		// spread one event's JSON over several data lines.

@@ -1,0 +1,200 @@
+package caddymodule
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/arcaneapi/caddy-arcane/billing"
+	"github.com/arcaneapi/caddy-arcane/upstream"
+	"github.com/arcaneapi/caddy-arcane/upstream/openai"
+)
+
+func init() {
+	caddy.RegisterModule(Balance{})
+	httpcaddyfile.RegisterHandlerDirective("arcane_balance", parseBalance)
+	httpcaddyfile.RegisterDirectiveOrder("arcane_balance", httpcaddyfile.Before, "forward_auth")
+}
+
+// Balance charges chat completions to the prepaid balance of the account
+// whose key arcane_auth accepted.
+//
+// Before the request goes on it places a hold for the request's worst-case
+// cost: the body's size in bytes as an upper bound of its prompt tokens at
+// the input price, plus n times the output cap (max_completion_tokens or
+// max_tokens, at most the model's max_output_tokens; else the model's
+// max_output_tokens; else the app's default_max_output_tokens) at the
+// output price. If the account's balance minus its open holds does not
+// cover it, the request is refused with 403 insufficient_balance and goes
+// no further.
+//
+// When the request is done, however it ended, the hold settles: the cost
+// of the tokens actually delivered (nothing, if nothing was), never more
+// than the hold, is debited and one ledger row written, durably, after the
+// response has been flushed to the client. Requests other than
+// `POST …/chat/completions` pass through untouched.
+type Balance struct {
+	app    *App
+	logger *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (Balance) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.arcane_balance",
+		New: func() caddy.Module { return new(Balance) },
+	}
+}
+
+// Provision finds the arcane app.
+func (h *Balance) Provision(ctx caddy.Context) error {
+	app, err := arcaneApp(ctx)
+	if err != nil {
+		return err
+	}
+	h.app, h.logger = app, ctx.Logger()
+	return nil
+}
+
+var errNoPrincipal = errors.New("arcane_balance found no authenticated key: put arcane_auth before it")
+
+func (h *Balance) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if r.Method != http.MethodPost || !strings.HasSuffix(r.URL.Path, "/chat/completions") {
+		return next.ServeHTTP(w, r)
+	}
+	c := callFrom(w, r)
+	if c.Principal == nil {
+		h.logger.Error("refusing request", zap.Error(errNoPrincipal))
+		writeError(w, r, errServer)
+		return nil
+	}
+	if e := c.chatRequest(r, h.app); e != nil {
+		writeError(w, r, *e)
+		return nil
+	}
+	c.Price = h.app.prices[c.Model.ID]
+	worst := c.Price.Cost(billing.Usage{
+		PromptTokens:     int64(len(c.Body)),
+		CompletionTokens: satMul(max(c.Chat.N, 1), h.app.outputCap(c.Model, c.Chat.MaxTokens)),
+	})
+	hold, err := h.app.bank().Hold(c.Principal.Key.AccountID, worst)
+	if err != nil {
+		var short *billing.InsufficientError
+		if errors.As(err, &short) {
+			writeError(w, r, insufficient(short))
+			return nil
+		}
+		h.logger.Error("placing hold", zap.String("account", c.Principal.Key.AccountID), zap.Error(err))
+		writeError(w, r, errServer)
+		return nil
+	}
+	c.Hold = hold
+	defer func() {
+		p := recover()
+		h.settle(w, r, c, p != nil)
+		if p != nil {
+			panic(p)
+		}
+	}()
+	return next.ServeHTTP(w, r)
+}
+
+// insufficient is the 403 for a hold that does not fit.
+func insufficient(e *billing.InsufficientError) apiError {
+	return apiError{Status: http.StatusForbidden, Type: "insufficient_balance", Code: "insufficient_balance",
+		Message: fmt.Sprintf("Your balance is insufficient for this request: it may cost up to $%s and $%s is available. "+
+			"Add credit, or lower max_tokens (the hold is sized by the prompt and the longest answer the request allows).",
+			e.Needed, e.Available)}
+}
+
+// satMul multiplies non-negative counts, saturating instead of wrapping.
+func satMul(a, b int64) int64 {
+	if a != 0 && b > (1<<63-1)/a {
+		return 1<<63 - 1
+	}
+	return a * b
+}
+
+// settle charges what the request delivered and writes its ledger row. It
+// runs after the response has been written; flushing first means the
+// client has every byte before the ledger's disk write starts.
+func (h *Balance) settle(w http.ResponseWriter, r *http.Request, c *call, panicked bool) {
+	ch := billing.Charge{RequestID: c.ID, KeyID: c.Principal.Key.ID, Model: c.Model.ID, Outcome: "not_forwarded"}
+	if x := c.Exchange; x != nil {
+		ch.Deployment, ch.Outcome = deploymentName(x), string(x.Outcome)
+		if x.Delivered {
+			ch.Usage = billing.Usage{PromptTokens: x.Usage.PromptTokens, CachedTokens: x.Usage.CachedTokens, CompletionTokens: x.Usage.CompletionTokens}
+			ch.Basis = string(x.Basis)
+			ch.Cost = c.Price.Cost(ch.Usage)
+		}
+	}
+	if panicked {
+		ch.Outcome = "gateway_error"
+	} else {
+		_ = http.NewResponseController(w).Flush()
+	}
+	e, err := c.Hold.Settle(ch)
+	if extra, ok := r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok {
+		extra.Add(zap.String("arcane_cost", e.Cost().String()))
+	}
+	if err != nil {
+		h.logger.Error("settling request: the ledger may not show this charge",
+			zap.String("request_id", c.ID), zap.String("account", c.Hold.AccountID),
+			zap.String("cost", ch.Cost.String()), zap.Error(err))
+	}
+}
+
+// appendCost appends what the client is charged for u, as usage.cost shows
+// it: the same figure the ledger row will carry.
+func (c *call) appendCost(dst []byte, u openai.Usage) []byte {
+	cost := c.Price.Cost(billing.Usage{PromptTokens: u.PromptTokens, CachedTokens: u.CachedTokens, CompletionTokens: u.CompletionTokens})
+	return c.Hold.Cap(cost).AppendNumber(dst)
+}
+
+// outputCap is the most output tokens a request for m may produce: what it
+// asked for, at most the model's cap; the model's cap; else the default.
+func (a *App) outputCap(m *upstream.Model, asked int64) int64 {
+	switch {
+	case asked > 0 && m.MaxOutputTokens > 0:
+		return min(asked, m.MaxOutputTokens)
+	case asked > 0:
+		return asked
+	case m.MaxOutputTokens > 0:
+		return m.MaxOutputTokens
+	}
+	return a.defaultMaxOutput
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+//
+//	arcane_balance
+func (h *Balance) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // consume directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	if d.NextBlock(0) {
+		return d.Errf("arcane_balance takes no options, found %q", d.Val())
+	}
+	return nil
+}
+
+func parseBalance(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	var b Balance
+	err := b.UnmarshalCaddyfile(h.Dispenser)
+	return &b, err
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Balance)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Balance)(nil)
+	_ caddyfile.Unmarshaler       = (*Balance)(nil)
+)
