@@ -402,6 +402,7 @@ http://127.0.0.1:{{.Plain200}} {
 http://127.0.0.1:{{.Arcane}} {
 	route {
 		arcane_auth
+		arcane_balance
 		handle /v1/chat/completions {
 			arcane_proxy
 		}
