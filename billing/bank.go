@@ -174,11 +174,15 @@ func (h *Hold) Cap(cost Amount) Amount { return min(max(cost, 0), h.Amount) }
 // have spent the money although the ledger does not say so) and the error
 // is returned; the hold disappears with the process.
 func (h *Hold) Settle(c Charge) (Entry, error) {
+	c.AccountID = h.AccountID
+	c.Cost = h.Cap(c.Cost)
+	if err := c.validate(); err != nil {
+		// A caller's mistake: the hold stays open for a corrected call.
+		return Entry{}, err
+	}
 	if !h.settled.CompareAndSwap(false, true) {
 		return Entry{}, fmt.Errorf("request %s: %w", c.RequestID, ErrSettled)
 	}
-	c.AccountID = h.AccountID
-	c.Cost = h.Cap(c.Cost)
 	e, err := h.bank.store.Settle(c)
 	if err != nil && !errors.Is(err, ErrSettled) {
 		return e, err

@@ -158,8 +158,12 @@ func (s *BoltStore) Settle(c Charge) (Entry, error) {
 // apply (unknown account, a repeated request id) fails alone; a failing
 // transaction fails them all, and nothing of it is kept.
 func (s *BoltStore) commitBatch(batch []*settlement) {
-	now := s.now().UTC()
 	err := s.db.Update(func(tx *bolt.Tx) error {
+		// Read the clock under bbolt's writer lock, as Credit does, so that
+		// rows are appended in time order: Ledger's period queries
+		// binary-search on it. Read before the lock, a credit committed in
+		// between would carry a later time than this batch's rows.
+		now := s.now().UTC()
 		accounts := tx.Bucket(bucketAccounts)
 		requests := tx.Bucket(bucketRequests)
 		touched := make(map[string]*Account, 4)
