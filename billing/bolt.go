@@ -41,6 +41,10 @@ type BoltOptions struct {
 	Now func() time.Time
 	// Rand is the source of secrets and ids; nil means crypto/rand.
 	Rand io.Reader
+	// NoSync skips fsync on commit (bbolt's Options.NoSync), so a commit
+	// is no longer durable when Settle or Credit returns. For tests and
+	// benchmarks only: a gateway must never set it.
+	NoSync bool
 }
 
 // BoltStore is the Store kept in one bbolt file. bbolt holds an exclusive
@@ -71,7 +75,7 @@ func OpenBolt(path string, opts BoltOptions) (*BoltStore, error) {
 			return nil, fmt.Errorf("creating folder for database %s: %w", path, err)
 		}
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.Timeout})
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.Timeout, NoSync: opts.NoSync})
 	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("opening database %s: %w (waited %s); another Caddy is probably running with this storage path: use 'caddy reload' to change its configuration, or point this one at another file", path, ErrLocked, opts.Timeout)
 	}
@@ -240,52 +244,6 @@ func appendEntry(tx *bolt.Tx, acct *Account, e Entry) (Entry, error) {
 		return Entry{}, err
 	}
 	return e, b.Put(seqKey(seq), v)
-}
-
-func (s *BoltStore) Ledger(accountID string, before uint64, limit int) ([]Entry, bool, error) {
-	if limit <= 0 {
-		return nil, false, fmt.Errorf("%w: limit must be positive", ErrInvalid)
-	}
-	var (
-		rows []Entry
-		more bool
-	)
-	err := s.db.View(func(tx *bolt.Tx) error {
-		if tx.Bucket(bucketAccounts).Get([]byte(accountID)) == nil {
-			return fmt.Errorf("account %s: %w", accountID, ErrNotFound)
-		}
-		b := tx.Bucket(bucketLedger).Bucket([]byte(accountID))
-		if b == nil {
-			return nil
-		}
-		c := b.Cursor()
-		var k, v []byte
-		if before == 0 {
-			k, v = c.Last()
-		} else {
-			// Seek lands on the first key >= before; the row we want is
-			// the one below it.
-			k, _ = c.Seek(seqKey(before))
-			if k == nil {
-				k, v = c.Last()
-			} else {
-				k, v = c.Prev()
-			}
-		}
-		for ; k != nil; k, v = c.Prev() {
-			if len(rows) == limit {
-				more = true
-				return nil
-			}
-			var e Entry
-			if err := json.Unmarshal(v, &e); err != nil {
-				return fmt.Errorf("decoding ledger row %d of %s: %w", binary.BigEndian.Uint64(k), accountID, err)
-			}
-			rows = append(rows, e)
-		}
-		return nil
-	})
-	return rows, more, err
 }
 
 func (s *BoltStore) CreateKey(accountID string, spec KeySpec) (Key, string, error) {

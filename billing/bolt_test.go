@@ -79,7 +79,7 @@ func mustCredit(t testing.TB, s Store, id string, amount Amount, note string) (A
 
 func allLedger(t testing.TB, s Store, id string) []Entry {
 	t.Helper()
-	rows, more, err := s.Ledger(id, 0, 1_000_000)
+	rows, more, err := s.Ledger(id, LedgerQuery{Limit: 1_000_000})
 	if err != nil {
 		t.Fatalf("Ledger(%s): %v", id, err)
 	}
@@ -383,7 +383,7 @@ func TestLedgerPagination(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			rows, more, err := s.Ledger(a.ID, tc.before, tc.limit)
+			rows, more, err := s.Ledger(a.ID, LedgerQuery{Before: tc.before, Limit: tc.limit})
 			if err != nil {
 				t.Fatalf("Ledger: %v", err)
 			}
@@ -406,7 +406,7 @@ func TestLedgerPagination(t *testing.T) {
 			var got []uint64
 			before, pages := uint64(0), 0
 			for {
-				rows, more, err := s.Ledger(a.ID, before, limit)
+				rows, more, err := s.Ledger(a.ID, LedgerQuery{Before: before, Limit: limit})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -428,21 +428,21 @@ func TestLedgerPagination(t *testing.T) {
 
 	t.Run("a non-positive limit is refused", func(t *testing.T) {
 		for _, limit := range []int{0, -1} {
-			if _, _, err := s.Ledger(a.ID, 0, limit); !errors.Is(err, ErrInvalid) {
+			if _, _, err := s.Ledger(a.ID, LedgerQuery{Limit: limit}); !errors.Is(err, ErrInvalid) {
 				t.Fatalf("Ledger(limit %d) = %v, want ErrInvalid", limit, err)
 			}
 		}
 	})
 
 	t.Run("the ledger of an unknown account is not found", func(t *testing.T) {
-		if _, _, err := s.Ledger("acct_nope", 0, 10); !errors.Is(err, ErrNotFound) {
+		if _, _, err := s.Ledger("acct_nope", LedgerQuery{Limit: 10}); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("Ledger = %v, want ErrNotFound", err)
 		}
 	})
 
 	t.Run("an account without rows has an empty ledger", func(t *testing.T) {
 		empty := mustCreateAccount(t, s, "empty", 0)
-		rows, more, err := s.Ledger(empty.ID, 0, 10)
+		rows, more, err := s.Ledger(empty.ID, LedgerQuery{Limit: 10})
 		if err != nil || len(rows) != 0 || more {
 			t.Fatalf("Ledger = %v, %v, %v; want no rows, no more, no error", rows, more, err)
 		}

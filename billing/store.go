@@ -30,10 +30,16 @@ type Store interface {
 	// keeps the first revocation time.
 	RevokeKey(id string) (Key, error)
 
-	// Ledger returns up to limit of an account's rows, newest first,
-	// starting below sequence number before (0 means from the newest), and
-	// whether older rows remain.
-	Ledger(accountID string, before uint64, limit int) (rows []Entry, more bool, err error)
+	// Ledger returns up to q.Limit of an account's rows that match q's
+	// filters, newest first, starting below sequence number q.Before (0
+	// means from the newest), and whether older matching rows remain.
+	Ledger(accountID string, q LedgerQuery) (rows []Entry, more bool, err error)
+	// Usage sums the charges in a period per account and model, ordered
+	// by account id, then model.
+	Usage(q UsageQuery) ([]UsageRow, error)
+	// Audit replays every ledger and checks it against the balances and
+	// the requests index, reading one consistent snapshot.
+	Audit() (AuditReport, error)
 
 	// Balance returns an account's balance and the sequence number of the
 	// ledger row that left it (0 before any row), read together.

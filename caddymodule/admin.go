@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -108,6 +109,23 @@ func (adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 			return a.revokeKey(w, parts[1])
 		}
 		return a.showKey(w, parts[1])
+	case len(parts) == 1 && parts[0] == "usage":
+		if err := route(http.MethodGet); err != nil {
+			return err
+		}
+		return a.usage(w, r)
+	case len(parts) == 1 && parts[0] == "audit":
+		if err := route(http.MethodGet); err != nil {
+			return err
+		}
+		return a.audit(w)
+	case len(parts) >= 2 && parts[0] == "requests":
+		if err := route(http.MethodGet); err != nil {
+			return err
+		}
+		// The store accepts any request id, slashes included; the
+		// gateway's own ids never have one.
+		return a.request(w, strings.Join(parts[1:], "/"))
 	}
 	return apiErr(http.StatusNotFound, "no such arcane admin route: %s", r.URL.Path)
 }
@@ -271,31 +289,45 @@ func (a *adminRequest) revokeKey(w http.ResponseWriter, id string) error {
 }
 
 // ledgerPage is one page of an account's ledger, newest first. Pass
-// NextBefore as ?before= to get the next page.
+// NextBefore as ?before= (with the same filters) to get the next page.
 type ledgerPage struct {
 	Data       []billing.Entry `json:"data"`
 	HasMore    bool            `json:"has_more"`
 	NextBefore uint64          `json:"next_before,omitempty"`
 }
 
+// ledger serves GET /arcane/accounts/{id}/ledger. Query parameters: limit
+// (1-1000, default 50), before (a row's seq: the page cursor), key (a key
+// id), model (a public model ID), kind (credit or charge), since
+// (inclusive) and until (exclusive), each an RFC 3339 time or a duration
+// before now such as 24h or 7d.
 func (a *adminRequest) ledger(w http.ResponseWriter, r *http.Request, accountID string) error {
 	q := r.URL.Query()
-	limit, before := 50, uint64(0)
+	lq := billing.LedgerQuery{Limit: 50, KeyID: q.Get("key"), Model: q.Get("model")}
 	if s := q.Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 || n > 1000 {
 			return apiErr(http.StatusBadRequest, "limit %q: expected a whole number from 1 to 1000", s)
 		}
-		limit = n
+		lq.Limit = n
 	}
 	if s := q.Get("before"); s != "" {
 		n, err := strconv.ParseUint(s, 10, 64)
 		if err != nil || n == 0 {
 			return apiErr(http.StatusBadRequest, "before %q: expected a positive row sequence number", s)
 		}
-		before = n
+		lq.Before = n
 	}
-	rows, more, err := a.app.store().Ledger(accountID, before, limit)
+	if s := q.Get("kind"); s != "" {
+		if lq.Kind = billing.EntryKind(s); !lq.Kind.Valid() {
+			return apiErr(http.StatusBadRequest, "kind %q: expected %q or %q", s, billing.EntryCredit, billing.EntryCharge)
+		}
+	}
+	var err error
+	if lq.Since, lq.Until, err = a.period(q); err != nil {
+		return err
+	}
+	rows, more, err := a.app.store().Ledger(accountID, lq)
 	if err != nil {
 		return storeErr(err)
 	}
@@ -307,6 +339,100 @@ func (a *adminRequest) ledger(w http.ResponseWriter, r *http.Request, accountID 
 		page.NextBefore = rows[len(rows)-1].Seq
 	}
 	return writeJSON(w, http.StatusOK, page)
+}
+
+// usageReport is the answer of GET /arcane/usage: what each account spent
+// on each model in the period. Since and Until are null when the period is
+// open at that end.
+type usageReport struct {
+	Data  []billing.UsageRow `json:"data"`
+	Since *time.Time         `json:"since"`
+	Until *time.Time         `json:"until"`
+}
+
+// usage serves GET /arcane/usage. Query parameters: account (one account
+// id; default every account), since and until as for the ledger.
+func (a *adminRequest) usage(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	since, until, err := a.period(q)
+	if err != nil {
+		return err
+	}
+	rows, err := a.app.store().Usage(billing.UsageQuery{AccountID: q.Get("account"), Since: since, Until: until})
+	if err != nil {
+		return storeErr(err)
+	}
+	out := usageReport{Data: rows}
+	if out.Data == nil {
+		out.Data = []billing.UsageRow{}
+	}
+	if !since.IsZero() {
+		out.Since = &since
+	}
+	if !until.IsZero() {
+		out.Until = &until
+	}
+	return writeJSON(w, http.StatusOK, out)
+}
+
+// audit serves GET /arcane/audit: 200 whatever it finds; the report's ok
+// says whether the store is consistent.
+func (a *adminRequest) audit(w http.ResponseWriter) error {
+	report, err := a.app.store().Audit()
+	if err != nil {
+		return storeErr(err)
+	}
+	return writeJSON(w, http.StatusOK, report)
+}
+
+// request serves GET /arcane/requests/{id}: the ledger row that settled a
+// request.
+func (a *adminRequest) request(w http.ResponseWriter, requestID string) error {
+	e, err := a.app.store().Request(requestID)
+	if err != nil {
+		return storeErr(err)
+	}
+	return writeJSON(w, http.StatusOK, e)
+}
+
+// period reads the since and until query parameters.
+func (a *adminRequest) period(q url.Values) (since, until time.Time, err error) {
+	now := a.now()
+	if since, err = parseTimeParam("since", q.Get("since"), now); err != nil {
+		return
+	}
+	until, err = parseTimeParam("until", q.Get("until"), now)
+	return
+}
+
+// parseTimeParam reads an RFC 3339 time, or a duration that far before now
+// ("24h", "90m", "7d"). Empty is the zero time: no bound.
+func parseTimeParam(name, s string, now time.Time) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return t, nil
+	}
+	if d, ok := parseDuration(s); ok {
+		return now.Add(-d), nil
+	}
+	return time.Time{}, apiErr(http.StatusBadRequest,
+		"%s %q: expected an RFC 3339 time such as 2026-01-02T15:04:05Z or a positive duration before now such as 90m, 24h or 7d", name, s)
+}
+
+// parseDuration reads a positive Go duration ("90m", "24h") or a whole
+// number of days ("7d").
+func parseDuration(s string) (time.Duration, bool) {
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.Atoi(days)
+		if err != nil || n <= 0 || n > 100_000 {
+			return 0, false
+		}
+		return time.Duration(n) * 24 * time.Hour, true
+	}
+	d, err := time.ParseDuration(s)
+	return d, err == nil && d > 0
 }
 
 // decodeBody reads one JSON object into v, refusing unknown fields,

@@ -1,14 +1,23 @@
 package caddymodule
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"net/url"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/caddyserver/caddy/v2/caddytest"
+	"github.com/spf13/cobra"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/arcaneapi/caddy-arcane/billing"
 )
 
 // assertAdminError checks that an admin answer has the given status and
@@ -30,18 +39,30 @@ func assertAdminError(t testing.TB, resp adminResponse, want int) {
 	}
 }
 
+// testEntry is a ledger row as the admin API shows it.
+type testEntry struct {
+	Seq              uint64    `json:"seq"`
+	Time             time.Time `json:"time"`
+	AccountID        string    `json:"account_id"`
+	Kind             string    `json:"kind"`
+	Amount           string    `json:"amount"`
+	Balance          string    `json:"balance"`
+	Note             string    `json:"note"`
+	RequestID        string    `json:"request_id"`
+	KeyID            string    `json:"key_id"`
+	Model            string    `json:"model"`
+	Deployment       string    `json:"deployment"`
+	PromptTokens     int64     `json:"prompt_tokens"`
+	CachedTokens     int64     `json:"cached_tokens"`
+	CompletionTokens int64     `json:"completion_tokens"`
+	Basis            string    `json:"basis"`
+	Outcome          string    `json:"outcome"`
+}
+
 type testLedgerPage struct {
-	Data []struct {
-		Seq       uint64    `json:"seq"`
-		Time      time.Time `json:"time"`
-		AccountID string    `json:"account_id"`
-		Kind      string    `json:"kind"`
-		Amount    string    `json:"amount"`
-		Balance   string    `json:"balance"`
-		Note      string    `json:"note"`
-	} `json:"data"`
-	HasMore    bool   `json:"has_more"`
-	NextBefore uint64 `json:"next_before"`
+	Data       []testEntry `json:"data"`
+	HasMore    bool        `json:"has_more"`
+	NextBefore uint64      `json:"next_before"`
 }
 
 func TestAdminAccounts(t *testing.T) {
@@ -478,6 +499,9 @@ func TestAdminRoutingErrors(t *testing.T) {
 		{http.MethodPost, "/arcane/accounts/" + acct.ID + "/ledger", "GET"},
 		{http.MethodPost, "/arcane/keys/" + key.ID, "GET, DELETE"},
 		{http.MethodPatch, "/arcane/keys/" + key.ID, "GET, DELETE"},
+		{http.MethodPost, "/arcane/usage", "GET"},
+		{http.MethodPost, "/arcane/audit", "GET"},
+		{http.MethodDelete, "/arcane/requests/req_x", "GET"},
 	} {
 		t.Run(fmt.Sprintf("%s %s is not allowed", tc.method, strings.Replace(tc.path, acct.ID, "{id}", 1)), func(t *testing.T) {
 			resp := adminCall(t, tc.method, tc.path, nil)
@@ -495,7 +519,8 @@ func TestAdminRoutingErrors(t *testing.T) {
 		}
 	})
 
-	for _, path := range []string{"/arcane/nope", "/arcane/", "/arcane/accounts/" + acct.ID + "/nope", "/arcane/keys", "/arcane/keys/" + key.ID + "/x"} {
+	for _, path := range []string{"/arcane/nope", "/arcane/", "/arcane/accounts/" + acct.ID + "/nope", "/arcane/keys", "/arcane/keys/" + key.ID + "/x",
+		"/arcane/requests", "/arcane/usage/x", "/arcane/audit/x"} {
 		t.Run("unknown route "+path+" is not found", func(t *testing.T) {
 			assertAdminError(t, adminCall(t, http.MethodGet, path, nil), http.StatusNotFound)
 		})
@@ -516,4 +541,514 @@ func TestAdminWithoutArcaneApp(t *testing.T) {
 			assertAdminError(t, adminCall(t, tc.method, tc.path, nil), http.StatusServiceUnavailable)
 		})
 	}
+}
+
+// settleCharges settles charges straight into the running server's store,
+// as arcane_balance does when a request ends.
+func settleCharges(t testing.TB, path string, charges ...billing.Charge) {
+	t.Helper()
+	db := pooledDatabase(path)
+	if db == nil {
+		t.Fatalf("no open database at %s", path)
+	}
+	for _, c := range charges {
+		if _, err := db.store.Settle(c); err != nil {
+			t.Fatalf("Settle(%s): %v", c.RequestID, err)
+		}
+	}
+}
+
+// runCLI runs `caddy arcane args...` against the test server's admin
+// endpoint and returns what it printed and its error (an error makes caddy
+// exit with status 1).
+func runCLI(t testing.TB, args ...string) (string, error) {
+	t.Helper()
+	var out bytes.Buffer
+	cmd := &cobra.Command{Use: "arcane", SilenceUsage: true, SilenceErrors: true}
+	(&cli{out: &out}).register(cmd)
+	cmd.SetArgs(append(args, "--address", strings.TrimPrefix(adminURL, "http://")))
+	cmd.SetOut(io.Discard)
+	cmd.SetErr(io.Discard)
+	err := cmd.Execute()
+	return out.String(), err
+}
+
+// ledgerEnv is a running arcane whose account acct has this ledger, oldest
+// first: the opening credit of 10.00, charges r1 (key_a, m1), r2 (key_b,
+// m1), r3 (key_a, m2), a credit "top-up", r4 (key_b, m2), r5 (key_a, m1).
+// Account other was charged o1 (key_o, m1) before all of them.
+type ledgerEnv struct {
+	tester      *caddytest.Tester
+	path        string
+	acct, other testAccount
+	// rows is acct's ledger newest first; byLabel finds a row by request
+	// id or note.
+	rows    []testEntry
+	byLabel map[string]testEntry
+}
+
+func label(e testEntry) string {
+	if e.RequestID != "" {
+		return e.RequestID
+	}
+	return e.Note
+}
+
+func startLedger(t *testing.T) *ledgerEnv {
+	t.Helper()
+	tester, path := startArcane(t)
+	env := &ledgerEnv{tester: tester, path: path}
+	adminOK(t, http.MethodPost, "/arcane/accounts", `{"name":"other","balance":"2"}`, http.StatusCreated, &env.other)
+	settleCharges(t, path, billing.Charge{RequestID: "o1", AccountID: env.other.ID, KeyID: "key_o", Model: "m1",
+		Usage: billing.Usage{PromptTokens: 7, CompletionTokens: 7}, Cost: billing.Dollar / 2})
+	adminOK(t, http.MethodPost, "/arcane/accounts", `{"name":"acme","balance":"10"}`, http.StatusCreated, &env.acct)
+	charge := func(rid, key, model string, n int64) billing.Charge {
+		return billing.Charge{RequestID: rid, AccountID: env.acct.ID, KeyID: key, Model: model, Deployment: "dep-" + model,
+			Usage: billing.Usage{PromptTokens: 100 * n, CachedTokens: 50 * (n % 2), CompletionTokens: 10 * n},
+			Basis: "upstream", Outcome: "ok", Cost: billing.Amount(n) * billing.Dollar / 100}
+	}
+	settleCharges(t, path, charge("r1", "key_a", "m1", 1), charge("r2", "key_b", "m1", 2), charge("r3", "key_a", "m2", 3))
+	adminOK(t, http.MethodPost, "/arcane/accounts/"+env.acct.ID+"/credit", `{"amount":"5","note":"top-up"}`, http.StatusOK, nil)
+	settleCharges(t, path, charge("r4", "key_b", "m2", 4), charge("r5", "key_a", "m1", 5))
+
+	var page testLedgerPage
+	adminOK(t, http.MethodGet, "/arcane/accounts/"+env.acct.ID+"/ledger?limit=1000", nil, http.StatusOK, &page)
+	env.rows = page.Data
+	env.byLabel = make(map[string]testEntry)
+	var labels []string
+	for _, e := range env.rows {
+		env.byLabel[label(e)] = e
+		labels = append(labels, label(e))
+	}
+	if got := strings.Join(labels, " "); got != "r5 r4 top-up r3 r2 r1 opening balance" {
+		t.Fatalf("fixture ledger is %q", got)
+	}
+	return env
+}
+
+// at returns the RFC 3339 time of the row labelled l.
+func (env *ledgerEnv) at(l string) string { return env.byLabel[l].Time.Format(time.RFC3339Nano) }
+
+// ledgerLabels returns the labels of every row a ledger query returns,
+// following next_before through the pages.
+func (env *ledgerEnv) ledgerLabels(t *testing.T, query url.Values) []string {
+	t.Helper()
+	var labels []string
+	for pages := 0; ; pages++ {
+		if pages > 10 {
+			t.Fatalf("pagination of %s does not end", query.Encode())
+		}
+		var page testLedgerPage
+		adminOK(t, http.MethodGet, "/arcane/accounts/"+env.acct.ID+"/ledger?"+query.Encode(), nil, http.StatusOK, &page)
+		for _, e := range page.Data {
+			if e.AccountID != env.acct.ID {
+				t.Fatalf("row %d of account %s in %s's ledger", e.Seq, e.AccountID, env.acct.ID)
+			}
+			labels = append(labels, label(e))
+		}
+		if !page.HasMore {
+			return labels
+		}
+		query.Set("before", fmt.Sprint(page.NextBefore))
+	}
+}
+
+func TestAdminLedgerFilters(t *testing.T) {
+	env := startLedger(t)
+	q := func(kv ...string) url.Values {
+		v := url.Values{}
+		for i := 0; i < len(kv); i += 2 {
+			v.Set(kv[i], kv[i+1])
+		}
+		return v
+	}
+	everything := "r5 r4 top-up r3 r2 r1 opening balance"
+	for _, tc := range []struct {
+		name  string
+		query url.Values
+		want  string
+	}{
+		{"kind=charge keeps only charges", q("kind", "charge"), "r5 r4 r3 r2 r1"},
+		{"kind=credit keeps only credits", q("kind", "credit"), "top-up opening balance"},
+		{"key keeps only that key's charges", q("key", "key_a"), "r5 r3 r1"},
+		{"model keeps only that model's charges", q("model", "m2"), "r4 r3"},
+		{"key and model combine", q("key", "key_b", "model", "m2"), "r4"},
+		{"another account's key matches nothing here", q("key", "key_o"), ""},
+		{"since is an inclusive RFC 3339 time", q("since", env.at("r3")), "r5 r4 top-up r3"},
+		{"until is an exclusive RFC 3339 time", q("until", env.at("r3")), "r2 r1 opening balance"},
+		{"since, until and kind combine", q("since", env.at("r2"), "until", env.at("r4"), "kind", "charge"), "r3 r2"},
+		{"since as a duration counts back from now", q("since", "1h"), everything},
+		{"since in days counts back from now", q("since", "7d"), everything},
+		{"until as a duration counts back from now", q("until", "1h"), ""},
+		{"filters page with limit and before", q("kind", "charge", "limit", "2"), "r5 r4 r3 r2 r1"},
+		{"filters page one row at a time", q("key", "key_a", "since", env.at("r2"), "limit", "1"), "r5 r3"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := strings.Join(env.ledgerLabels(t, tc.query), " "); got != tc.want {
+				t.Errorf("ledger?%s = %q, want %q", tc.query.Encode(), got, tc.want)
+			}
+		})
+	}
+
+	for _, tc := range []struct {
+		name, query, mention string
+	}{
+		{"an unknown kind is refused", "kind=refund", "kind"},
+		{"a kind in capitals is refused", "kind=Charge", "kind"},
+		{"a since that is neither a time nor a duration is refused", "since=yesterday", "since"},
+		{"a negative duration is refused", "since=-1h", "since"},
+		{"a zero duration is refused", "until=0s", "until"},
+		{"fractional days are refused", "since=1.5d", "since"},
+		{"an impossible date is refused", "since=2026-13-01T00:00:00Z", "since"},
+		{"a date without a zone is refused", "until=2026-01-01T00:00:00", "until"},
+		{"until before since is refused", "since=" + url.QueryEscape(env.at("r4")) + "&until=" + url.QueryEscape(env.at("r2")), "until"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp := adminCall(t, http.MethodGet, "/arcane/accounts/"+env.acct.ID+"/ledger?"+tc.query, nil)
+			assertAdminError(t, resp, http.StatusBadRequest)
+			if !strings.Contains(string(resp.Body), tc.mention) {
+				t.Errorf("error %s does not mention %q", resp.Body, tc.mention)
+			}
+		})
+	}
+	t.Run("a filtered ledger of an unknown account is not found", func(t *testing.T) {
+		assertAdminError(t, adminCall(t, http.MethodGet, "/arcane/accounts/acct_0000000000000000/ledger?kind=charge", nil), http.StatusNotFound)
+	})
+
+	t.Run("the CLI filters the ledger", func(t *testing.T) {
+		out, err := runCLI(t, "ledger", env.acct.ID, "--kind", "charge", "--model", "m1", "--key", "key_a")
+		if err != nil {
+			t.Fatalf("caddy arcane ledger: %v\n%s", err, out)
+		}
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		if len(lines) != 3 || !strings.HasPrefix(lines[0], "SEQ") {
+			t.Fatalf("want a header and two rows:\n%s", out)
+		}
+		for i, want := range []string{"r5", "r1"} {
+			f := strings.Fields(lines[i+1])
+			if f[0] != fmt.Sprint(env.byLabel[want].Seq) || !slices.Contains(f, want) || !slices.Contains(f, "m1") || !slices.Contains(f, "key_a") {
+				t.Errorf("row %d is %q, want %s", i, lines[i+1], want)
+			}
+		}
+		if !strings.Contains(lines[2], "100 in (50 cached), 10 out") {
+			t.Errorf("r1's row %q does not show its tokens", lines[2])
+		}
+	})
+	t.Run("the CLI passes since and until and pages with --before", func(t *testing.T) {
+		out, err := runCLI(t, "ledger", env.acct.ID, "--since", env.at("r2"), "--until", env.at("r5"), "--limit", "2")
+		if err != nil {
+			t.Fatalf("caddy arcane ledger: %v\n%s", err, out)
+		}
+		wantMore := fmt.Sprintf("more rows: --before %d", env.byLabel["top-up"].Seq)
+		if !strings.Contains(out, "r4") || !strings.Contains(out, "top-up") || strings.Contains(out, "r5") || !strings.Contains(out, wantMore) {
+			t.Errorf("want r4 and top-up and %q:\n%s", wantMore, out)
+		}
+	})
+	t.Run("the CLI reports a bad time", func(t *testing.T) {
+		out, err := runCLI(t, "ledger", env.acct.ID, "--since", "yesterday")
+		if err == nil || !strings.Contains(err.Error(), "400") || !strings.Contains(err.Error(), "since") {
+			t.Errorf("err = %v, want a 400 about since; printed %q", err, out)
+		}
+	})
+}
+
+type testUsageReport struct {
+	Data []struct {
+		AccountID        string `json:"account_id"`
+		Model            string `json:"model"`
+		Requests         int64  `json:"requests"`
+		PromptTokens     int64  `json:"prompt_tokens"`
+		CachedTokens     int64  `json:"cached_tokens"`
+		CompletionTokens int64  `json:"completion_tokens"`
+		Cost             string `json:"cost"`
+	} `json:"data"`
+	Since *time.Time `json:"since"`
+	Until *time.Time `json:"until"`
+}
+
+// rows formats a usage report's rows as "account model requests prompt
+// cached completion cost" lines.
+func (r testUsageReport) rows() []string {
+	var out []string
+	for _, u := range r.Data {
+		out = append(out, fmt.Sprintf("%s %s %d %d %d %d %s", u.AccountID, u.Model, u.Requests, u.PromptTokens, u.CachedTokens, u.CompletionTokens, u.Cost))
+	}
+	return out
+}
+
+func TestAdminUsage(t *testing.T) {
+	env := startLedger(t)
+	acct, other := env.acct.ID, env.other.ID
+	// r1, r2 and r5 are m1: prompt 100+200+500, cached 50+0+50,
+	// completion 10+20+50, cost 0.01+0.02+0.05; r3 and r4 are m2.
+	acctM1 := acct + " m1 3 800 100 80 0.080000"
+	acctM2 := acct + " m2 2 700 50 70 0.070000"
+	otherM1 := other + " m1 1 7 0 7 0.500000"
+	sorted := func(rows ...string) []string { slices.Sort(rows); return rows }
+
+	for _, tc := range []struct {
+		name, query string
+		want        []string
+	}{
+		{"every account's charges, by account then model", "", sorted(acctM1, acctM2, otherM1)},
+		{"one account", "?account=" + other, []string{otherM1}},
+		{"since leaves out older charges", "?since=" + url.QueryEscape(env.at("r3")), []string{acct + " m1 1 500 50 50 0.050000", acctM2}},
+		{"until leaves out newer charges", "?account=" + acct + "&until=" + url.QueryEscape(env.at("r3")), []string{acct + " m1 2 300 50 30 0.030000"}},
+		{"a period as durations", "?since=1h", sorted(acctM1, acctM2, otherM1)},
+		{"a period without charges is empty", "?until=1h", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var r testUsageReport
+			resp := adminOK(t, http.MethodGet, "/arcane/usage"+tc.query, nil, http.StatusOK, &r)
+			if got := r.rows(); !slices.Equal(got, tc.want) {
+				t.Errorf("usage%s =\n%s\nwant\n%s", tc.query, strings.Join(got, "\n"), strings.Join(tc.want, "\n"))
+			}
+			if !strings.Contains(string(resp.Body), `"data": [`) {
+				t.Errorf("data is not a list: %s", resp.Body)
+			}
+		})
+	}
+	t.Run("the answer states the period", func(t *testing.T) {
+		var r testUsageReport
+		since := env.byLabel["r2"].Time
+		adminOK(t, http.MethodGet, "/arcane/usage?since="+url.QueryEscape(env.at("r2")), nil, http.StatusOK, &r)
+		if r.Since == nil || !r.Since.Equal(since) || r.Until != nil {
+			t.Errorf("since %v until %v, want %v and null", r.Since, r.Until, since)
+		}
+		before := time.Now()
+		adminOK(t, http.MethodGet, "/arcane/usage?until=24h", nil, http.StatusOK, &r)
+		if r.Since != nil || r.Until == nil || r.Until.After(before.Add(-24*time.Hour+time.Minute)) || r.Until.Before(before.Add(-24*time.Hour-time.Minute)) {
+			t.Errorf("since %v until %v, want null and 24h ago", r.Since, r.Until)
+		}
+	})
+	for _, tc := range []struct {
+		name, query string
+		want        int
+	}{
+		{"an unknown account is not found", "?account=acct_0000000000000000", http.StatusNotFound},
+		{"a bad since is refused", "?since=last-week", http.StatusBadRequest},
+		{"a bad until is refused", "?until=-2h", http.StatusBadRequest},
+		{"until before since is refused", "?since=1h&until=2h", http.StatusBadRequest},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			assertAdminError(t, adminCall(t, http.MethodGet, "/arcane/usage"+tc.query, nil), tc.want)
+		})
+	}
+
+	t.Run("the CLI prints a table with a total", func(t *testing.T) {
+		out, err := runCLI(t, "usage")
+		if err != nil {
+			t.Fatalf("caddy arcane usage: %v\n%s", err, out)
+		}
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		if len(lines) != 5 {
+			t.Fatalf("want a header, three rows and a total:\n%s", out)
+		}
+		if got := strings.Join(strings.Fields(lines[0]), " "); got != "ACCOUNT MODEL REQUESTS PROMPT CACHED COMPLETION COST" {
+			t.Errorf("header %q", got)
+		}
+		var rows []string
+		for _, l := range lines[1:4] {
+			rows = append(rows, strings.Join(strings.Fields(l), " "))
+		}
+		if want := sorted(acctM1, acctM2, otherM1); !slices.Equal(rows, want) {
+			t.Errorf("rows\n%s\nwant\n%s", strings.Join(rows, "\n"), strings.Join(want, "\n"))
+		}
+		if got := strings.Join(strings.Fields(lines[4]), " "); got != "TOTAL 6 1507 150 157 0.650000" {
+			t.Errorf("total line %q, want TOTAL 6 1507 150 157 0.650000", got)
+		}
+	})
+	t.Run("the CLI passes --account, --since and --until", func(t *testing.T) {
+		out, err := runCLI(t, "usage", "--account", acct, "--since", env.at("r2"), "--until", env.at("r5"))
+		if err != nil {
+			t.Fatalf("caddy arcane usage: %v\n%s", err, out)
+		}
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		if len(lines) != 4 || strings.Join(strings.Fields(lines[3]), " ") != "TOTAL 3 900 50 90 0.090000" {
+			t.Errorf("want r2 (m1) and r3, r4 (m2):\n%s", out)
+		}
+	})
+	t.Run("the CLI prints the raw answer with --json", func(t *testing.T) {
+		out, err := runCLI(t, "usage", "--json", "--account", other)
+		if err != nil {
+			t.Fatalf("caddy arcane usage --json: %v\n%s", err, out)
+		}
+		var r testUsageReport
+		if err := json.Unmarshal([]byte(out), &r); err != nil {
+			t.Fatalf("--json output is not JSON: %v\n%s", err, out)
+		}
+		if got := r.rows(); !slices.Equal(got, []string{otherM1}) {
+			t.Errorf("rows %v", got)
+		}
+	})
+	t.Run("the CLI reports an unknown account", func(t *testing.T) {
+		if out, err := runCLI(t, "usage", "--account", "acct_0000000000000000"); err == nil || !strings.Contains(err.Error(), "404") {
+			t.Errorf("err = %v, want a 404; printed %q", err, out)
+		}
+	})
+}
+
+func TestAdminRequest(t *testing.T) {
+	env := startLedger(t)
+	want := env.byLabel["r4"]
+
+	t.Run("a settled request shows the row that settled it", func(t *testing.T) {
+		var got testEntry
+		adminOK(t, http.MethodGet, "/arcane/requests/r4", nil, http.StatusOK, &got)
+		if got != want {
+			t.Errorf("request r4 = %+v, want %+v", got, want)
+		}
+		if got.Kind != "charge" || got.Amount != "-0.040000" || got.Model != "m2" || got.KeyID != "key_b" ||
+			got.PromptTokens != 400 || got.CompletionTokens != 40 || got.Deployment != "dep-m2" || got.Basis != "upstream" || got.Outcome != "ok" {
+			t.Errorf("request r4 = %+v", got)
+		}
+	})
+	t.Run("a request id with a slash is found when escaped", func(t *testing.T) {
+		settleCharges(t, env.path, billing.Charge{RequestID: "batch/7", AccountID: env.acct.ID, Model: "m1", Cost: 1})
+		var got testEntry
+		adminOK(t, http.MethodGet, "/arcane/requests/"+url.PathEscape("batch/7"), nil, http.StatusOK, &got)
+		if got.RequestID != "batch/7" || got.Amount != "-0.000001" {
+			t.Errorf("request batch/7 = %+v", got)
+		}
+	})
+	t.Run("an unknown request is not found", func(t *testing.T) {
+		assertAdminError(t, adminCall(t, http.MethodGet, "/arcane/requests/req_unknown", nil), http.StatusNotFound)
+	})
+	t.Run("the CLI prints the row a field a line", func(t *testing.T) {
+		out, err := runCLI(t, "request", "r4")
+		if err != nil {
+			t.Fatalf("caddy arcane request: %v\n%s", err, out)
+		}
+		fields := map[string]string{}
+		for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+			name, value, _ := strings.Cut(l, " ")
+			fields[name] = strings.TrimSpace(value)
+		}
+		for name, value := range map[string]string{
+			"request": "r4", "account": env.acct.ID, "seq": fmt.Sprint(want.Seq), "kind": "charge", "amount": "-0.040000",
+			"model": "m2", "key": "key_b", "tokens": "400 in, 40 out", "deployment": "dep-m2", "outcome": "ok",
+		} {
+			if fields[name] != value {
+				t.Errorf("%s is %q, want %q:\n%s", name, fields[name], value, out)
+			}
+		}
+	})
+	t.Run("the CLI reports an unknown request", func(t *testing.T) {
+		if out, err := runCLI(t, "request", "req_unknown"); err == nil || !strings.Contains(err.Error(), "404") {
+			t.Errorf("err = %v, want a 404; printed %q", err, out)
+		}
+	})
+}
+
+type testAuditReport struct {
+	Accounts    int64 `json:"accounts"`
+	Rows        int64 `json:"rows"`
+	Charges     int64 `json:"charges"`
+	Differences []struct {
+		AccountID string  `json:"account_id"`
+		Seq       uint64  `json:"seq"`
+		RequestID string  `json:"request_id"`
+		Problem   string  `json:"problem"`
+		Stored    *string `json:"stored"`
+		Replayed  *string `json:"replayed"`
+	} `json:"differences"`
+	OK bool `json:"ok"`
+}
+
+func TestAdminAudit(t *testing.T) {
+	env := startLedger(t)
+
+	t.Run("a consistent store audits OK", func(t *testing.T) {
+		var r testAuditReport
+		resp := adminOK(t, http.MethodGet, "/arcane/audit", nil, http.StatusOK, &r)
+		// acme: 7 rows, 5 charges; other: opening credit and o1.
+		if !r.OK || r.Accounts != 2 || r.Rows != 9 || r.Charges != 6 || len(r.Differences) != 0 {
+			t.Errorf("audit %s", resp.Body)
+		}
+		if !strings.Contains(string(resp.Body), `"differences": []`) {
+			t.Errorf("differences is not an empty list: %s", resp.Body)
+		}
+	})
+	t.Run("the CLI says a consistent store is consistent and succeeds", func(t *testing.T) {
+		out, err := runCLI(t, "audit")
+		if err != nil || out != "consistent: 2 accounts, 9 rows, 6 charges\n" {
+			t.Errorf("caddy arcane audit = %q, %v", out, err)
+		}
+	})
+
+	// Damage the file while no server holds it: move the server to
+	// another database, edit this one as a bug or a bad restore would,
+	// and move the server back. Only billing writes bbolt in the gateway;
+	// this test reaches into the file to make the damage real.
+	env.tester.InitServer(testCaddyfile(filepath.Join(t.TempDir(), "elsewhere.db"), "", ""), "caddyfile")
+	db, err := bolt.Open(env.path, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatalf("opening the released database: %v", err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		accounts := tx.Bucket([]byte("accounts"))
+		var acct map[string]any
+		if err := json.Unmarshal(accounts.Get([]byte(env.acct.ID)), &acct); err != nil {
+			return err
+		}
+		acct["balance"] = "99.000000"
+		v, err := json.Marshal(acct)
+		if err != nil {
+			return err
+		}
+		if err := accounts.Put([]byte(env.acct.ID), v); err != nil {
+			return err
+		}
+		return tx.Bucket([]byte("requests")).Delete([]byte("r2"))
+	})
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatalf("damaging the database: %v", err)
+	}
+	env.tester.InitServer(testCaddyfile(env.path, "", ""), "caddyfile")
+
+	t.Run("a damaged store audits with 200 and every difference", func(t *testing.T) {
+		var r testAuditReport
+		resp := adminOK(t, http.MethodGet, "/arcane/audit", nil, http.StatusOK, &r)
+		if r.OK || len(r.Differences) != 2 {
+			t.Fatalf("audit %s, want two differences", resp.Body)
+		}
+		var balance, index bool
+		for _, d := range r.Differences {
+			switch {
+			case d.AccountID == env.acct.ID && d.Seq == 0 && d.Stored != nil && *d.Stored == "99.000000" && d.Replayed != nil && *d.Replayed == "14.850000":
+				balance = true
+			case d.AccountID == env.acct.ID && d.Seq == env.byLabel["r2"].Seq && d.RequestID == "r2" && d.Stored == nil:
+				index = true
+			}
+		}
+		if !balance || !index {
+			t.Errorf("the balance (%v) or the index (%v) difference is missing: %s", balance, index, resp.Body)
+		}
+	})
+	t.Run("the CLI prints every difference and fails", func(t *testing.T) {
+		out, err := runCLI(t, "audit")
+		if err == nil {
+			t.Fatalf("caddy arcane audit succeeded on a damaged store:\n%s", out)
+		}
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		if len(lines) != 3 || !strings.HasPrefix(lines[0], "INCONSISTENT: 2 differences") {
+			t.Fatalf("output:\n%s", out)
+		}
+		if !strings.Contains(out, "(stored 99.000000, replayed 14.850000)") || !strings.Contains(out, "request r2") {
+			t.Errorf("output lacks a difference:\n%s", out)
+		}
+	})
+	t.Run("the CLI with --json prints the report and fails", func(t *testing.T) {
+		out, err := runCLI(t, "audit", "--json")
+		if err == nil {
+			t.Fatal("caddy arcane audit --json succeeded on a damaged store")
+		}
+		var r testAuditReport
+		if err := json.Unmarshal([]byte(out), &r); err != nil || r.OK || len(r.Differences) != 2 {
+			t.Errorf("--json output %s (%v)", out, err)
+		}
+	})
 }

@@ -22,7 +22,7 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "arcane",
-		Usage: "accounts|keys|ledger ...",
+		Usage: "accounts|keys|ledger|usage|audit|request ...",
 		Short: "Manages arcane accounts, API keys and the ledger on a running server",
 		Long: `
 Manages arcane's accounts, API keys and ledger through the admin API of a
@@ -43,6 +43,16 @@ API's answer for scripts. Amounts are US dollars as decimal strings.
   caddy arcane keys list acct_...
   caddy arcane keys revoke key_...
   caddy arcane ledger acct_... --limit 20
+  caddy arcane ledger acct_... --kind charge --model gpt-5.2 --key key_... --since 24h
+  caddy arcane usage --since 7d
+  caddy arcane usage --account acct_... --since 2026-01-01T00:00:00Z --until 2026-02-01T00:00:00Z
+  caddy arcane audit
+  caddy arcane request req_...
+
+Times (--since, inclusive; --until, exclusive) are RFC 3339 or a duration
+before now such as 90m, 24h or 7d. 'audit' replays every ledger against the
+stored balances and the requests index; it exits with status 1 if it finds
+a difference.
 `,
 		CobraFunc: arcaneCommand,
 	})
@@ -56,7 +66,11 @@ type cli struct {
 }
 
 func arcaneCommand(cmd *cobra.Command) {
-	c := &cli{out: os.Stdout}
+	(&cli{out: os.Stdout}).register(cmd)
+}
+
+// register adds the flags and subcommands to cmd, the "arcane" command.
+func (c *cli) register(cmd *cobra.Command) {
 	pf := cmd.PersistentFlags()
 	pf.StringVar(&c.address, "address", "", "Address of the admin API endpoint, if not the default or the one in --config")
 	pf.StringVarP(&c.config, "config", "c", "", "Configuration file to read the admin address from")
@@ -153,24 +167,90 @@ func arcaneCommand(cmd *cobra.Command) {
 	ledger := &cobra.Command{
 		Use: "ledger <account-id>", Short: "Prints an account's ledger, newest first", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			f := cmd.Flags()
 			q := url.Values{}
-			if v, _ := cmd.Flags().GetInt("limit"); v > 0 {
+			if v, _ := f.GetInt("limit"); v > 0 {
 				q.Set("limit", strconv.Itoa(v))
 			}
-			if v, _ := cmd.Flags().GetUint64("before"); v > 0 {
+			if v, _ := f.GetUint64("before"); v > 0 {
 				q.Set("before", strconv.FormatUint(v, 10))
 			}
-			uri := "/arcane/accounts/" + url.PathEscape(args[0]) + "/ledger"
-			if len(q) > 0 {
-				uri += "?" + q.Encode()
-			}
-			return c.do(http.MethodGet, uri, nil, c.printLedger)
+			setFlags(q, cmd, "key", "model", "kind", "since", "until")
+			return c.do(http.MethodGet, withQuery("/arcane/accounts/"+url.PathEscape(args[0])+"/ledger", q), nil, c.printLedger)
 		},
 	}
-	ledger.Flags().Int("limit", 50, "Rows per page (1-1000)")
-	ledger.Flags().Uint64("before", 0, "Show rows older than this sequence number (from the previous page)")
+	lf := ledger.Flags()
+	lf.Int("limit", 50, "Rows per page (1-1000)")
+	lf.Uint64("before", 0, "Show rows older than this sequence number (from the previous page)")
+	lf.String("key", "", "Only charges made with this key id")
+	lf.String("model", "", "Only charges for this public model ID")
+	lf.String("kind", "", "Only rows of this kind: credit or charge")
+	lf.String("since", "", "Only rows at or after this time: RFC 3339 or a duration before now such as 24h or 7d")
+	lf.String("until", "", "Only rows before this time: RFC 3339 or a duration before now")
 
-	cmd.AddCommand(accounts, keys, ledger)
+	usage := &cobra.Command{
+		Use: "usage", Short: "Sums charges per account and model: requests, tokens and cost", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			q := url.Values{}
+			setFlags(q, cmd, "account", "since", "until")
+			return c.do(http.MethodGet, withQuery("/arcane/usage", q), nil, c.printUsage)
+		},
+	}
+	uf := usage.Flags()
+	uf.String("account", "", "Only this account (default: every account)")
+	uf.String("since", "", "Only charges at or after this time: RFC 3339 or a duration before now such as 24h or 7d (default: from the first)")
+	uf.String("until", "", "Only charges before this time: RFC 3339 or a duration before now (default: up to now)")
+
+	audit := &cobra.Command{
+		Use: "audit", Short: "Replays every ledger against the balances and the requests index; exits 1 on a difference", Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			data, err := c.fetch(http.MethodGet, "/arcane/audit", nil)
+			if err != nil {
+				return err
+			}
+			var r billing.AuditReport
+			if err := json.Unmarshal(data, &r); err != nil {
+				return fmt.Errorf("decoding the audit report: %w", err)
+			}
+			if c.json {
+				_, err = c.out.Write(data)
+			} else {
+				err = c.printAudit(r)
+			}
+			if err != nil {
+				return err
+			}
+			if !r.OK {
+				return fmt.Errorf("the store is inconsistent: %d differences", len(r.Differences))
+			}
+			return nil
+		},
+	}
+
+	request := &cobra.Command{
+		Use: "request <request-id>", Short: "Prints the ledger row that settled a request", Args: cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			return c.do(http.MethodGet, "/arcane/requests/"+url.PathEscape(args[0]), nil, c.printEntry)
+		},
+	}
+
+	cmd.AddCommand(accounts, keys, ledger, usage, audit, request)
+}
+
+// setFlags copies cmd's named string flags that are set into q.
+func setFlags(q url.Values, cmd *cobra.Command, names ...string) {
+	for _, name := range names {
+		if v, _ := cmd.Flags().GetString(name); v != "" {
+			q.Set(name, v)
+		}
+	}
+}
+
+func withQuery(path string, q url.Values) string {
+	if len(q) == 0 {
+		return path
+	}
+	return path + "?" + q.Encode()
 }
 
 func (c *cli) stateCommand(verb string, state billing.AccountState, short string) *cobra.Command {
@@ -189,47 +269,52 @@ func parseExpiry(s string, now time.Time) (time.Time, error) {
 	if t, err := time.Parse(time.RFC3339, s); err == nil {
 		return t, nil
 	}
-	if days, ok := strings.CutSuffix(s, "d"); ok {
-		n, err := strconv.Atoi(days)
-		if err == nil && n > 0 {
-			return now.Add(time.Duration(n) * 24 * time.Hour), nil
-		}
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil || d <= 0 {
+	d, ok := parseDuration(s)
+	if !ok {
 		return time.Time{}, fmt.Errorf("--expires %q: expected an RFC 3339 time or a positive duration such as 720h or 30d", s)
 	}
 	return now.Add(d), nil
 }
 
-// do sends one admin API request and prints its answer.
+// do sends one admin API request and prints its answer: as it is with
+// --json, else through print.
 func (c *cli) do(method, uri string, body any, print func([]byte) error) error {
-	addr, err := caddycmd.DetermineAdminAPIAddress(c.address, nil, c.config, c.adapter)
+	data, err := c.fetch(method, uri, body)
 	if err != nil {
-		return fmt.Errorf("finding the admin API: %w", err)
-	}
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return err
-		}
-		rd = bytes.NewReader(b)
-	}
-	resp, err := caddycmd.AdminAPIRequest(addr, method, uri, nil, rd)
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, uri, err)
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return fmt.Errorf("reading answer: %w", err)
+		return err
 	}
 	if c.json {
 		_, err := c.out.Write(data)
 		return err
 	}
 	return print(data)
+}
+
+// fetch sends one admin API request and returns its answer; an error
+// status is an error.
+func (c *cli) fetch(method, uri string, body any) ([]byte, error) {
+	addr, err := caddycmd.DetermineAdminAPIAddress(c.address, nil, c.config, c.adapter)
+	if err != nil {
+		return nil, fmt.Errorf("finding the admin API: %w", err)
+	}
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return nil, err
+		}
+		rd = bytes.NewReader(b)
+	}
+	resp, err := caddycmd.AdminAPIRequest(addr, method, uri, nil, rd)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", method, uri, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("reading answer: %w", err)
+	}
+	return data, nil
 }
 
 func (c *cli) table(header string, rows func(w io.Writer)) error {
@@ -319,13 +404,85 @@ func (c *cli) printLedger(data []byte) error {
 	if err := json.Unmarshal(data, &p); err != nil {
 		return err
 	}
-	err := c.table("SEQ\tTIME\tKIND\tAMOUNT\tBALANCE\tNOTE", func(w io.Writer) {
-		for _, e := range p.Data {
-			fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\n", e.Seq, e.Time.Format(time.RFC3339), e.Kind, e.Amount, e.Balance, e.Note)
-		}
-	})
+	err := c.entryRows(p.Data)
 	if err == nil && p.HasMore {
 		_, err = fmt.Fprintf(c.out, "more rows: --before %d\n", p.NextBefore)
 	}
 	return err
+}
+
+// printEntry prints one ledger row, a field a line.
+func (c *cli) printEntry(data []byte) error {
+	var e billing.Entry
+	if err := json.Unmarshal(data, &e); err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
+	for _, f := range [][2]string{
+		{"request", e.RequestID}, {"account", e.AccountID}, {"seq", strconv.FormatUint(e.Seq, 10)},
+		{"time", e.Time.Format(time.RFC3339Nano)}, {"kind", string(e.Kind)}, {"amount", e.Amount.String()},
+		{"balance", e.Balance.String()}, {"model", e.Model}, {"deployment", e.Deployment}, {"key", e.KeyID},
+		{"tokens", tokensText(&e)}, {"basis", e.Basis}, {"outcome", e.Outcome}, {"note", e.Note},
+	} {
+		if f[1] != "" {
+			fmt.Fprintf(tw, "%s\t%s\n", f[0], f[1])
+		}
+	}
+	return tw.Flush()
+}
+
+func (c *cli) entryRows(rows []billing.Entry) error {
+	return c.table("SEQ\tTIME\tKIND\tAMOUNT\tBALANCE\tMODEL\tKEY\tTOKENS\tREQUEST\tNOTE", func(w io.Writer) {
+		for _, e := range rows {
+			fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Seq, e.Time.Format(time.RFC3339), e.Kind,
+				e.Amount, e.Balance, e.Model, e.KeyID, tokensText(&e), e.RequestID, e.Note)
+		}
+	})
+}
+
+// tokensText says what a charge used: "1200 in (200 cached), 30 out".
+func tokensText(e *billing.Entry) string {
+	switch {
+	case e.Kind != billing.EntryCharge:
+		return ""
+	case e.CachedTokens > 0:
+		return fmt.Sprintf("%d in (%d cached), %d out", e.PromptTokens, e.CachedTokens, e.CompletionTokens)
+	}
+	return fmt.Sprintf("%d in, %d out", e.PromptTokens, e.CompletionTokens)
+}
+
+func (c *cli) printUsage(data []byte) error {
+	var u usageReport
+	if err := json.Unmarshal(data, &u); err != nil {
+		return err
+	}
+	var total billing.UsageRow
+	return c.table("ACCOUNT\tMODEL\tREQUESTS\tPROMPT\tCACHED\tCOMPLETION\tCOST", func(w io.Writer) {
+		for _, r := range u.Data {
+			fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%d\t%s\n", r.AccountID, r.Model, r.Requests, r.PromptTokens, r.CachedTokens, r.CompletionTokens, r.Cost)
+			total.Requests += r.Requests
+			total.PromptTokens += r.PromptTokens
+			total.CachedTokens += r.CachedTokens
+			total.CompletionTokens += r.CompletionTokens
+			total.Cost += r.Cost
+		}
+		fmt.Fprintf(w, "TOTAL\t\t%d\t%d\t%d\t%d\t%s\n", total.Requests, total.PromptTokens, total.CachedTokens, total.CompletionTokens, total.Cost)
+	})
+}
+
+func (c *cli) printAudit(r billing.AuditReport) error {
+	if r.OK {
+		_, err := fmt.Fprintf(c.out, "consistent: %d accounts, %d rows, %d charges\n", r.Accounts, r.Rows, r.Charges)
+		return err
+	}
+	if _, err := fmt.Fprintf(c.out, "INCONSISTENT: %d differences in %d accounts, %d rows, %d charges\n",
+		len(r.Differences), r.Accounts, r.Rows, r.Charges); err != nil {
+		return err
+	}
+	for _, d := range r.Differences {
+		if _, err := fmt.Fprintln(c.out, d); err != nil {
+			return err
+		}
+	}
+	return nil
 }
