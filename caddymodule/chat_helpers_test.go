@@ -304,6 +304,18 @@ const chatRoutes = `handle /v1/chat/completions {
 			arcane_models
 		}`
 
+// balanceRoutes are chatRoutes behind arcane_balance, which runs after
+// testCaddyfile's arcane_auth and before the handles.
+const balanceRoutes = `arcane_balance
+		` + chatRoutes
+
+// creditAccount adds amount (a decimal string of dollars) to an account
+// through the admin API.
+func creditAccount(t testing.TB, accountID, amount string) {
+	t.Helper()
+	adminOK(t, http.MethodPost, "/arcane/accounts/"+accountID+"/credit", map[string]any{"amount": amount, "note": "test funds"}, http.StatusOK, nil)
+}
+
 // chatOptions vary the chat test config.
 type chatOptions struct {
 	// arcaneExtra is added to the arcane block (more models, limits).
@@ -312,6 +324,10 @@ type chatOptions struct {
 	baseURL string
 	// accessLog writes the site's access log as JSON to chatEnv.logPath.
 	accessLog bool
+	// balance puts arcane_balance in the route before the handles, so chat
+	// completions are charged to the account's balance (fund it with
+	// creditAccount).
+	balance bool
 }
 
 // chatEnv is a running arcane in front of a fake upstream, with an
@@ -345,7 +361,11 @@ func startChat(t *testing.T, opts chatOptions) *chatEnv {
 		base = env.up.URL + "/v1"
 	}
 	dir := t.TempDir()
-	cfg := testCaddyfile(filepath.Join(dir, "arcane.db"), chatArcane(base, opts.arcaneExtra), chatRoutes)
+	routes := chatRoutes
+	if opts.balance {
+		routes = balanceRoutes
+	}
+	cfg := testCaddyfile(filepath.Join(dir, "arcane.db"), chatArcane(base, opts.arcaneExtra), routes)
 	if opts.accessLog {
 		env.logPath = filepath.Join(dir, "access.log")
 		cfg = withAccessLog(t, cfg, env.logPath)
