@@ -80,10 +80,7 @@ func (h *Balance) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return nil
 	}
 	c.Price = h.app.prices[c.Model.ID]
-	worst := c.Price.Cost(billing.Usage{
-		PromptTokens:     int64(len(c.Body)),
-		CompletionTokens: satMul(max(c.Chat.N, 1), h.app.outputCap(c.Model, c.Chat.MaxTokens)),
-	})
+	worst := c.Price.Cost(c.worstCase(h.app))
 	hold, err := h.app.bank().Hold(c.Principal.Key.AccountID, worst)
 	if err != nil {
 		var short *billing.InsufficientError
@@ -156,6 +153,17 @@ func (h *Balance) settle(w http.ResponseWriter, r *http.Request, c *call, panick
 func (c *call) appendCost(dst []byte, u openai.Usage) []byte {
 	cost := c.Price.Cost(billing.Usage{PromptTokens: u.PromptTokens, CachedTokens: u.CachedTokens, CompletionTokens: u.CompletionTokens})
 	return c.Hold.Cap(cost).AppendNumber(dst)
+}
+
+// worstCase bounds the tokens a chat request can use: its body's bytes for
+// the prompt (a token is at least one byte of text, and the JSON around the
+// messages outweighs the chat template's few tokens per message), and n
+// times the output cap for the completion.
+func (c *call) worstCase(a *App) billing.Usage {
+	return billing.Usage{
+		PromptTokens:     int64(len(c.Body)),
+		CompletionTokens: satMul(max(c.Chat.N, 1), a.outputCap(c.Model, c.Chat.MaxTokens)),
+	}
 }
 
 // outputCap is the most output tokens a request for m may produce: what it
