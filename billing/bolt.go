@@ -75,7 +75,15 @@ func OpenBolt(path string, opts BoltOptions) (*BoltStore, error) {
 			return nil, fmt.Errorf("creating folder for database %s: %w", path, err)
 		}
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.Timeout, NoSync: opts.NoSync})
+	db, err := bolt.Open(path, 0o600, &bolt.Options{
+		Timeout: opts.Timeout,
+		NoSync:  opts.NoSync,
+		// The ledger is written far more than it is opened: keep the free
+		// page list in memory (rebuilt by a scan at open) instead of
+		// rewriting it on every commit.
+		NoFreelistSync: true,
+		FreelistType:   bolt.FreelistMapType,
+	})
 	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("opening database %s: %w (waited %s); another Caddy is probably running with this storage path: use 'caddy reload' to change its configuration, or point this one at another file", path, ErrLocked, opts.Timeout)
 	}

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 
@@ -106,6 +107,10 @@ func (s *BoltStore) commitLoop() {
 	batch := make([]*settlement, 0, 64)
 	for first := range s.gc.queue {
 		batch = append(batch[:0], first)
+		// Let the goroutines that are ready run first: with one P (a
+		// one-CPU machine), they could not run while the last commit sat
+		// in fsync, and would otherwise each get a commit of their own.
+		runtime.Gosched()
 	drain:
 		for len(batch) < maxSettleBatch {
 			select {

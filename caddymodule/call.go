@@ -63,15 +63,27 @@ func newCall(w http.ResponseWriter, r *http.Request, p *billing.Principal, start
 	return c
 }
 
-// newRequestID returns "req_" and 96 random bits in URL-safe base64.
+// newRequestID returns "req_", the time in milliseconds and 64 random bits,
+// in URL-safe base64 with the time first. Ids made later sort later, so the
+// ledger's index of request ids grows at its end, one page at a time,
+// instead of touching a random page for every request.
 func newRequestID() string {
-	var raw [12]byte
-	_, _ = rand.Read(raw[:]) // never fails (crypto/rand, Go 1.24+)
-	var b [4 + 16]byte
+	var raw [14]byte
+	ms := uint64(time.Now().UnixMilli())
+	for i := 5; i >= 0; i-- {
+		raw[i] = byte(ms)
+		ms >>= 8
+	}
+	_, _ = rand.Read(raw[6:]) // never fails (crypto/rand, Go 1.24+)
+	var b [4 + 19]byte
 	copy(b[:], "req_")
-	base64.RawURLEncoding.Encode(b[4:], raw[:])
+	sortableBase64.Encode(b[4:], raw[:])
 	return string(b[:])
 }
+
+// sortableBase64 is URL-safe base64 with its alphabet in byte order, so the
+// encoding sorts as the bytes do.
+var sortableBase64 = base64.NewEncoding("-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz").WithPadding(base64.NoPadding)
 
 // callFrom returns the request's call, starting one if no arcane_auth ran
 // before (an operator may serve a model without keys).
