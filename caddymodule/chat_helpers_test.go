@@ -328,6 +328,10 @@ type chatOptions struct {
 	// completions are charged to the account's balance (fund it with
 	// creditAccount).
 	balance bool
+	// limit, when not empty, is the block of an arcane_limit put in the
+	// route after arcane_auth, before arcane_balance (if any) and the
+	// handles: `requests 3 1s`, one option a line.
+	limit string
 }
 
 // chatEnv is a running arcane in front of a fake upstream, with an
@@ -364,6 +368,9 @@ func startChat(t *testing.T, opts chatOptions) *chatEnv {
 	routes := chatRoutes
 	if opts.balance {
 		routes = balanceRoutes
+	}
+	if opts.limit != "" {
+		routes = "arcane_limit {\n" + opts.limit + "\n}\n\t\t" + routes
 	}
 	cfg := testCaddyfile(filepath.Join(dir, "arcane.db"), chatArcane(base, opts.arcaneExtra), routes)
 	if opts.accessLog {

@@ -200,10 +200,17 @@ func (h *Limit) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 		if b.dec.Allowed {
 			continue
 		}
-		for j := range i {
-			if p := &budgets[j]; p.lim.Valid() {
+		// Give back what the earlier budgets took, and report every
+		// budget as it now stands.
+		for j := range budgets {
+			p := &budgets[j]
+			if j == i || !p.lim.Valid() {
+				continue
+			}
+			if j < i {
 				p.store.Adjust(p.id, p.lim, -p.n)
 			}
+			p.dec = p.store.Peek(p.id, p.lim, 0)
 		}
 		setLimitHeaders(w.Header(), &budgets)
 		refuse(w, r, b)
@@ -255,14 +262,12 @@ func setLimitHeaders(h http.Header, budgets *[4]budget) {
 
 // refuse answers a request a budget turned down: 429 as OpenAI words it.
 func refuse(w http.ResponseWriter, r *http.Request, b *budget) {
-	kind, unit := "requests", "RPM"
+	kind, budgetName := "requests", "requests per min (RPM)"
 	if b.tokens {
-		kind, unit = "tokens", "TPM"
+		kind, budgetName = "tokens", "tokens per min (TPM)"
 	}
-	per := "min"
 	if b.lim.Window != time.Minute {
-		per = b.lim.Window.String()
-		unit = kind + " per " + per
+		budgetName = kind + " per " + b.lim.Window.String()
 	}
 	who := "this API key"
 	if b.account {
@@ -272,8 +277,8 @@ func refuse(w http.ResponseWriter, r *http.Request, b *budget) {
 	h.Set("Retry-After", strconv.FormatInt(ratelimit.RetryAfterSeconds(b.dec.RetryAfter), 10))
 	h.Set("Retry-After-Ms", strconv.FormatInt(ratelimit.RetryAfterMillis(b.dec.RetryAfter), 10))
 	writeError(w, r, apiError{Status: http.StatusTooManyRequests, Type: kind, Code: "rate_limit_exceeded",
-		Message: fmt.Sprintf("Rate limit reached for %s on %s per %s (%s): Limit %d, Remaining %d, Requested %d. Please try again in %s.",
-			who, kind, per, unit, b.dec.Limit, b.dec.Remaining, b.n, ratelimit.FormatReset(b.dec.RetryAfter))})
+		Message: fmt.Sprintf("Rate limit reached for %s on %s: Limit %d, Remaining %d, Requested %d. Please try again in %s.",
+			who, budgetName, b.dec.Limit, b.dec.Remaining, b.n, ratelimit.FormatReset(b.dec.RetryAfter))})
 }
 
 // satAdd adds non-negative counts, saturating instead of wrapping.
@@ -304,6 +309,9 @@ func (h *Limit) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "zone":
 			if !d.NextArg() {
 				return d.ArgErr()
+			}
+			if h.Zone != "" {
+				return d.Errf("arcane_limit zone already specified")
 			}
 			h.Zone = d.Val()
 		case "requests", "tokens", "account_requests", "account_tokens":
