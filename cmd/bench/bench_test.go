@@ -129,7 +129,7 @@ func TestCaddyfile(t *testing.T) {
 		if err := json.Unmarshal(cfgJSON, &cfg); err != nil {
 			t.Fatal(err)
 		}
-		for _, want := range []string{`"arcane_auth"`, `"arcane_balance"`, `"arcane_proxy"`, `"reverse_proxy"`, `"127.0.0.1:20194"`,
+		for _, want := range []string{`"arcane_auth"`, `"arcane_limit"`, `"arcane_balance"`, `"arcane_proxy"`, `"reverse_proxy"`, `"127.0.0.1:20194"`,
 			`"127.0.0.1:20195"`, `"bench-16"`, `"bench-200"`, `"grace_period":1000000000`} {
 			if !strings.Contains(string(cfgJSON), want) {
 				t.Errorf("adapted config lacks %s:\n%s", want, cfgJSON)

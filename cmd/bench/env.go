@@ -402,6 +402,11 @@ http://127.0.0.1:{{.Plain200}} {
 http://127.0.0.1:{{.Arcane}} {
 	route {
 		arcane_auth
+		# Budgets far above the load: the limiter's cost, never a 429.
+		arcane_limit {
+			requests 1000000000 1m
+			tokens 1000000000000 1m
+		}
 		arcane_balance
 		handle /v1/chat/completions {
 			arcane_proxy
