@@ -107,6 +107,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if a.defaultMaxOutput == 0 {
 		a.defaultMaxOutput = 4096
 	}
+	a.proxy.DefaultMaxTokens = a.defaultMaxOutput
 	path, err := databasePath(a.Storage)
 	if err != nil {
 		return err

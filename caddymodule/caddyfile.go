@@ -46,6 +46,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //			dial_timeout <duration>
 //			response_header_timeout <duration>
 //			# mock only:
+//			format openai|anthropic
 //			time_to_first_token <duration>
 //			tokens_per_second <n>
 //			reply_tokens <n>
@@ -165,6 +166,8 @@ func (a *App) unmarshalProvider(d *caddyfile.Dispenser) error {
 		switch opt {
 		case "type":
 			pc.Type = val
+		case "format":
+			pc.Format = val
 		case "base_url":
 			pc.BaseURL = val
 		case "api_key":

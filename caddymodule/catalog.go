@@ -16,16 +16,23 @@ import (
 // ProviderConfig is one upstream API in the arcane app's configuration.
 type ProviderConfig struct {
 	// Type is the wire format: `openai` (any OpenAI-compatible API: OpenAI,
-	// vLLM, llama.cpp's server, Ollama, Groq, ...), `anthropic` (not yet
-	// supported by this build: refused at provision), or `mock` (a built-in
+	// vLLM, llama.cpp's server, Ollama, Groq, ...), `anthropic` (Anthropic's
+	// Messages API, translated both ways), or `mock` (a built-in
 	// deterministic upstream, for trying arcane out and for load tests).
 	Type string `json:"type"`
 
-	// BaseURL is the API's base, to which `/chat/completions` is appended,
-	// e.g. `https://api.openai.com/v1`. Not used by `mock`.
+	// BaseURL is the API's base: `/chat/completions` is appended for
+	// `openai` (e.g. `https://api.openai.com/v1`), `/v1/messages` for
+	// `anthropic` (default `https://api.anthropic.com`). Not used by `mock`.
 	BaseURL string `json:"base_url,omitempty"`
 
-	// APIKey is the gateway's key for this provider, sent as a Bearer token.
+	// Format (mock only) is the wire format the mock speaks: `openai`
+	// (default) or `anthropic`, so an Anthropic-shaped model can be tried
+	// with no provider account.
+	Format string `json:"format,omitempty"`
+
+	// APIKey is the gateway's key for this provider: sent as a Bearer token
+	// to `openai` providers and as `x-api-key` to `anthropic` ones.
 	// Give it as a placeholder such as `{env.OPENAI_API_KEY}`: it is
 	// resolved when the config is provisioned, so the key itself never
 	// appears in the config Caddy's admin API shows.
@@ -162,8 +169,21 @@ func newProvider(name string, pc *ProviderConfig, repl *caddy.Replacer) (*upstre
 		return nil, fmt.Errorf("provider %s: api_key: %w", name, err)
 	}
 	var client *http.Client
-	switch upstream.ProviderType(pc.Type) {
+	typ, base := upstream.ProviderType(pc.Type), pc.BaseURL
+	if pc.Format != "" && typ != upstream.TypeMock {
+		return nil, fmt.Errorf("provider %s: format is an option of type mock", name)
+	}
+	switch typ {
 	case upstream.TypeMock:
+		switch pc.Format {
+		case "", "openai":
+		case "anthropic":
+			// The mock answers Anthropic's Messages API, so the gateway
+			// talks to it as to Anthropic.
+			typ, base = upstream.TypeAnthropic, "http://mock.invalid"
+		default:
+			return nil, fmt.Errorf("provider %s: format %q: want openai or anthropic", name, pc.Format)
+		}
 		if pc.ErrorRate < 0 || pc.ErrorRate > 1 || pc.TokensPerSecond < 0 || pc.ReplyTokens < 0 {
 			return nil, fmt.Errorf("provider %s: error_rate must be 0 to 1; tokens_per_second and reply_tokens must not be negative", name)
 		}
@@ -176,7 +196,7 @@ func newProvider(name string, pc *ProviderConfig, repl *caddy.Replacer) (*upstre
 	default:
 		client = &http.Client{Transport: newTransport(pc)}
 	}
-	return upstream.NewProvider(name, upstream.ProviderType(pc.Type), pc.BaseURL, key, client)
+	return upstream.NewProvider(name, typ, base, key, client)
 }
 
 // newTransport is one provider's connection pool.

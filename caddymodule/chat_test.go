@@ -1036,16 +1036,28 @@ func TestCatalogErrorsFailTheLoad(t *testing.T) {
 			want: []string{"model gpt-5.2", "unknown provider", "nowhere"},
 		},
 		{
-			name: "an anthropic provider is refused as not supported yet",
+			name: "format on a provider that is not the mock is refused",
 			catalog: `provider claude {
 			type anthropic
-			base_url https://api.anthropic.com
+			format anthropic
 		}
 		model claude-sonnet-4-6 {
 			deploy claude claude-sonnet-4-6
 			price input 3 output 15
 		}`,
-			want: []string{"provider claude", "anthropic", "not supported yet"},
+			want: []string{"provider claude", "format is an option of type mock"},
+		},
+		{
+			name: "the mock refuses a format it does not speak",
+			catalog: `provider m {
+			type mock
+			format gemini
+		}
+		model x {
+			deploy m x
+			price input 3 output 15
+		}`,
+			want: []string{"provider m", "format", "gemini"},
 		},
 		{
 			name:    "a provider key from an unset variable fails the load",

@@ -26,7 +26,8 @@ const (
 type Provider struct {
 	Name string
 	Type ProviderType
-	// Endpoint is the chat completions URL: base_url + "/chat/completions".
+	// Endpoint is where requests go: base_url + "/chat/completions" for
+	// OpenAI-shaped providers, base_url + "/v1/messages" for Anthropic.
 	Endpoint string
 	// APIKey is the gateway's own key for the provider, sent as a Bearer
 	// token; empty sends none (local servers).
@@ -42,7 +43,9 @@ func NewProvider(name string, typ ProviderType, baseURL, apiKey string, client *
 	switch typ {
 	case TypeOpenAI, TypeMock:
 	case TypeAnthropic:
-		return nil, fmt.Errorf("provider %s: type anthropic is not supported yet by this build", name)
+		if baseURL == "" {
+			baseURL = "https://api.anthropic.com"
+		}
 	default:
 		return nil, fmt.Errorf("provider %s: unknown type %q (want openai, anthropic or mock)", name, typ)
 	}
@@ -56,10 +59,13 @@ func NewProvider(name string, typ ProviderType, baseURL, apiKey string, client *
 	if client == nil {
 		return nil, fmt.Errorf("provider %s: no HTTP client", name)
 	}
-	return &Provider{
-		Name: name, Type: typ, APIKey: apiKey, Client: client,
-		Endpoint: strings.TrimSuffix(u.String(), "/") + "/chat/completions",
-	}, nil
+	base := strings.TrimSuffix(u.String(), "/")
+	endpoint := base + "/chat/completions"
+	if typ == TypeAnthropic {
+		// Anthropic's base is the host; accept it with or without /v1.
+		endpoint = strings.TrimSuffix(base, "/v1") + "/v1/messages"
+	}
+	return &Provider{Name: name, Type: typ, APIKey: apiKey, Client: client, Endpoint: endpoint}, nil
 }
 
 // Deployment is a model served by a provider under the provider's own id.

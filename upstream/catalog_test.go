@@ -17,14 +17,16 @@ func testProvider(t *testing.T, name string) *Provider {
 
 func TestNewProvider(t *testing.T) {
 	cases := []struct {
-		name, typ, baseURL, wantErr string
+		name, typ, baseURL, wantErr, endpoint string
 	}{
-		{"an openai provider gets its chat completions endpoint", "openai", "https://api.example.com/v1/", ""},
-		{"a mock provider needs no base URL", "mock", "", ""},
-		{"anthropic is refused until it is supported", "anthropic", "https://api.anthropic.com", "not supported yet"},
-		{"an unknown type is refused", "gemini", "https://x", "unknown type"},
-		{"a relative base URL is refused", "openai", "/v1", "absolute http or https URL"},
-		{"a non-HTTP base URL is refused", "openai", "ftp://x/v1", "absolute http or https URL"},
+		{"an openai provider gets its chat completions endpoint", "openai", "https://api.example.com/v1/", "", "https://api.example.com/v1/chat/completions"},
+		{"a mock provider needs no base URL", "mock", "", "", "http://mock.invalid/v1/chat/completions"},
+		{"an anthropic provider gets the messages endpoint", "anthropic", "https://api.anthropic.com", "", "https://api.anthropic.com/v1/messages"},
+		{"an anthropic base URL may end in /v1", "anthropic", "https://proxy.example.com/anthropic/v1/", "", "https://proxy.example.com/anthropic/v1/messages"},
+		{"an anthropic provider defaults to Anthropic's API", "anthropic", "", "", "https://api.anthropic.com/v1/messages"},
+		{"an unknown type is refused", "gemini", "https://x", "unknown type", ""},
+		{"a relative base URL is refused", "openai", "/v1", "absolute http or https URL", ""},
+		{"a non-HTTP base URL is refused", "openai", "ftp://x/v1", "absolute http or https URL", ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -38,8 +40,8 @@ func TestNewProvider(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !strings.HasSuffix(p.Endpoint, "/v1/chat/completions") || strings.Contains(p.Endpoint, "//chat") {
-				t.Fatalf("endpoint = %s", p.Endpoint)
+			if p.Endpoint != tc.endpoint {
+				t.Fatalf("endpoint = %s, want %s", p.Endpoint, tc.endpoint)
 			}
 		})
 	}

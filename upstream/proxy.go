@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"sync"
 
+	"github.com/arcaneapi/caddy-arcane/upstream/anthropic"
 	"github.com/arcaneapi/caddy-arcane/upstream/openai"
 	"github.com/arcaneapi/caddy-arcane/upstream/sse"
 	"github.com/arcaneapi/caddy-arcane/upstream/tokens"
@@ -100,6 +101,10 @@ type Proxy struct {
 	MaxResponse int64
 	// MaxEvent bounds one streamed event. Zero means 16 MiB.
 	MaxEvent int
+	// DefaultMaxTokens is the max_tokens sent to providers that require
+	// one (Anthropic) when neither the request nor the model sets it.
+	// Zero means 4096.
+	DefaultMaxTokens int64
 }
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
@@ -120,10 +125,38 @@ func (p *Proxy) Forward(ctx context.Context, w http.ResponseWriter, x *Exchange)
 
 	buf := getBuf()
 	defer putBuf(buf)
+	if dep.Provider.Type == TypeAnthropic {
+		return p.forwardAnthropic(ctx, w, x, buf)
+	}
 	*buf = x.Request.AppendUpstream((*buf)[:0], x.Body, dep.Model, x.Request.Stream)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, dep.Provider.Endpoint, bytes.NewReader(*buf))
+	resp, err := p.send(ctx, x, *buf, func(h http.Header) {
+		if dep.Provider.APIKey != "" {
+			h.Set("Authorization", "Bearer "+dep.Provider.APIKey)
+		}
+		for _, name := range forwardHeaders {
+			if v := x.Header.Values(name); len(v) > 0 {
+				h[name] = v
+			}
+		}
+	})
 	if err != nil {
-		return &Error{Status: http.StatusInternalServerError, Type: "server_error", Message: "The gateway could not build the upstream request.", Err: err}
+		return err
+	}
+	defer resp.Body.Close()
+	if x.Request.Stream {
+		return p.stream(ctx, w, resp, x)
+	}
+	return p.single(ctx, w, resp, x)
+}
+
+// send posts body to x's deployment with the headers every provider gets
+// and those auth adds, and returns a 200 response. Anything else is the
+// client's *Error, and the deployment's health learns of it.
+func (p *Proxy) send(ctx context.Context, x *Exchange, body []byte, auth func(http.Header)) (*http.Response, error) {
+	dep := x.Deployment
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, dep.Provider.Endpoint, bytes.NewReader(body))
+	if err != nil {
+		return nil, &Error{Status: http.StatusInternalServerError, Type: "server_error", Message: "The gateway could not build the upstream request.", Err: err}
 	}
 	h := req.Header
 	h.Set("Content-Type", "application/json")
@@ -132,34 +165,24 @@ func (p *Proxy) Forward(ctx context.Context, w http.ResponseWriter, x *Exchange)
 	} else {
 		h.Set("Accept", "application/json")
 	}
-	if dep.Provider.APIKey != "" {
-		h.Set("Authorization", "Bearer "+dep.Provider.APIKey)
-	}
-	for _, name := range forwardHeaders {
-		if v := x.Header.Values(name); len(v) > 0 {
-			h[name] = v
-		}
-	}
+	auth(h)
 	resp, err := dep.Provider.Client.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
-			return errClientClosed(x, err)
+			return nil, errClientClosed(x, err)
 		}
 		dep.observe(false)
-		return &Error{Status: http.StatusBadGateway, Type: "server_error", Code: "upstream_unavailable",
+		return nil, &Error{Status: http.StatusBadGateway, Type: "server_error", Code: "upstream_unavailable",
 			Message: "The model's provider could not be reached. Retry with backoff.", Err: err}
 	}
-	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
+		defer resp.Body.Close()
 		s := resp.StatusCode
 		dep.observe(s != http.StatusUnauthorized && s != http.StatusForbidden && s < 500)
-		return p.upstreamError(resp, x)
+		return nil, p.upstreamError(resp, x)
 	}
 	dep.observe(true)
-	if x.Request.Stream {
-		return p.stream(ctx, w, resp, x)
-	}
-	return p.single(ctx, w, resp, x)
+	return resp, nil
 }
 
 // errClientClosed is returned when the client left before anything was
@@ -184,12 +207,18 @@ func (p *Proxy) upstreamError(resp *http.Response, x *Exchange) error {
 		return &Error{Status: http.StatusBadGateway, Type: "server_error", Code: "upstream_auth_failed",
 			Message: "The model's provider rejected this gateway's credentials. This is a gateway configuration problem, not a problem with your API key; contact the operator.", Err: cause}
 	case status == http.StatusTooManyRequests:
-		retry := "1"
-		if n, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil {
-			retry = strconv.Itoa(min(max(n, 1), 3600))
-		}
+		retry := retryAfter(resp)
 		return &Error{Status: http.StatusTooManyRequests, Type: "requests", Code: "rate_limit_exceeded", RetryAfter: retry,
 			Message: "The model's provider is rate limiting requests. Retry after " + retry + " seconds.", Err: cause}
+	case status == statusOverloaded:
+		// Anthropic's "overloaded_error": a transient failure on their
+		// side that clients should retry, as they retry 503.
+		retry := retryAfter(resp)
+		return &Error{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "upstream_overloaded", RetryAfter: retry,
+			Message: "The model's provider is overloaded. Retry after " + retry + " seconds.", Err: cause}
+	case status == http.StatusRequestEntityTooLarge:
+		return &Error{Status: http.StatusRequestEntityTooLarge, Type: "invalid_request_error", Code: "request_too_large",
+			Message: "The model's provider refused the request as too large.", Err: cause}
 	case status == http.StatusNotFound:
 		return &Error{Status: http.StatusBadGateway, Type: "server_error", Code: "upstream_model_unavailable",
 			Message: "The model's provider does not know this model. This is a gateway configuration problem; contact the operator.", Err: cause}
@@ -209,7 +238,12 @@ func (p *Proxy) upstreamError(resp *http.Response, x *Exchange) error {
 			Code    any    `json:"code"`
 		} `json:"error"`
 	}
-	if json.Unmarshal(data, &env) == nil && env.Error.Message != "" {
+	if typ, msg, ok := anthropic.ParseError(data); ok && x.Deployment.Provider.Type == TypeAnthropic {
+		e.Message = replaceModel(msg, x.Deployment.Model, x.Model.ID)
+		if typ != "" && typ != "error" {
+			e.Type = typ
+		}
+	} else if json.Unmarshal(data, &env) == nil && env.Error.Message != "" {
 		e.Message = replaceModel(env.Error.Message, x.Deployment.Model, x.Model.ID)
 		e.Param = env.Error.Param
 		if env.Error.Type != "" {
@@ -220,6 +254,18 @@ func (p *Proxy) upstreamError(resp *http.Response, x *Exchange) error {
 		}
 	}
 	return e
+}
+
+// statusOverloaded is Anthropic's 529 "overloaded_error".
+const statusOverloaded = 529
+
+// retryAfter is the upstream's Retry-After in whole seconds, clamped to 1
+// to 3600 (1 when missing or not a number).
+func retryAfter(resp *http.Response) string {
+	if n, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil {
+		return strconv.Itoa(min(max(n, 1), 3600))
+	}
+	return "1"
 }
 
 func replaceModel(s, upstream, public string) string {

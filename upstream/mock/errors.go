@@ -33,3 +33,36 @@ func writeError(w http.ResponseWriter, e *apiError) {
 	w.WriteHeader(e.status)
 	_, _ = w.Write(body)
 }
+
+// The Messages API answers errors in Anthropic's envelope, with its types:
+// invalid_request_error (400, and 405), not_found_error (404),
+// request_too_large (413), overloaded_error (529).
+var (
+	errOverloaded       = &apiError{status: 529, typ: "overloaded_error", message: "Overloaded"}
+	errMessagesTooLarge = &apiError{status: http.StatusRequestEntityTooLarge, typ: "request_too_large", message: errTooLarge.message}
+	errMessagesNotFound = &apiError{status: http.StatusNotFound, typ: "not_found_error", message: "Not Found"}
+	errMessagesMethod   = &apiError{status: http.StatusMethodNotAllowed, typ: "invalid_request_error", message: "Method Not Allowed"}
+	errNoVersion        = messagesInvalid("anthropic-version: header is required")
+)
+
+func messagesInvalid(message string) *apiError {
+	return &apiError{status: http.StatusBadRequest, typ: "invalid_request_error", message: message}
+}
+
+// writeMessagesError writes e in Anthropic's envelope,
+// {"type":"error","error":{"type","message"}}, with the x-should-retry
+// header Anthropic sets: true for its 5xx and 529, false otherwise.
+func writeMessagesError(w http.ResponseWriter, e *apiError) {
+	b := make([]byte, 0, 64+len(e.message))
+	b = append(b, `{"type":"error","error":{"type":"`...)
+	b = append(b, e.typ...)
+	b = append(b, `","message":`...)
+	b = appendJSONString(b, e.message)
+	b = append(b, "}}"...)
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(b)))
+	h.Set("X-Should-Retry", strconv.FormatBool(e.status >= 500))
+	w.WriteHeader(e.status)
+	_, _ = w.Write(b)
+}

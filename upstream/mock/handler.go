@@ -12,17 +12,21 @@ import (
 	"time"
 )
 
-// Handler is the mock upstream: an http.Handler answering
-// POST {base}/chat/completions and GET {base}/models, where {base} is
-// anything (usually /v1 or empty). Other paths get a 404 and other methods
-// a 405, both in OpenAI's error envelope. It is safe for concurrent use.
+// Handler is the mock upstream: an http.Handler answering OpenAI's
+// POST {base}/chat/completions, Anthropic's POST {base}/messages and
+// GET {base}/models, where {base} is anything (usually /v1 or empty).
+// Other paths get a 404 and other methods a 405. Errors come in the
+// envelope of the API asked: Anthropic's for /messages and for any request
+// carrying an anthropic-version header, OpenAI's otherwise. It is safe for
+// concurrent use.
 type Handler struct {
-	cfg      Config
-	interval time.Duration // between tokens; 0 when unpaced
-	models   []byte        // the GET /models body
+	cfg             Config
+	interval        time.Duration // between tokens; 0 when unpaced
+	models          []byte        // the GET /models body
+	anthropicModels []byte        // the same, as Anthropic lists models
 
-	// requests counts accepted chat completion requests: it numbers their
-	// ids and schedules ErrorRate's failures.
+	// requests counts accepted chat completion and messages requests: it
+	// numbers their ids and schedules ErrorRate's failures.
 	requests atomic.Uint64
 
 	// now gives a reply's created time; sleep waits d or until ctx is
@@ -31,8 +35,8 @@ type Handler struct {
 	sleep func(ctx context.Context, d time.Duration) error
 }
 
-// ModelID is the one model GET /models lists. Chat completions accept any
-// model and echo it back.
+// ModelID is the one model GET /models lists. Chat completions and
+// messages accept any model and echo it back.
 const ModelID = "mock"
 
 // modelsCreated is the fixed created time of ModelID.
@@ -65,6 +69,18 @@ func NewHandler(cfg Config) *Handler {
 		Object string  `json:"object"`
 		Data   []model `json:"data"`
 	}{"list", []model{{ModelID, "model", modelsCreated, "arcane"}}})
+	type anthropicModel struct {
+		Type        string `json:"type"`
+		ID          string `json:"id"`
+		DisplayName string `json:"display_name"`
+		CreatedAt   string `json:"created_at"`
+	}
+	h.anthropicModels, _ = json.Marshal(struct {
+		Data    []anthropicModel `json:"data"`
+		HasMore bool             `json:"has_more"`
+		FirstID string           `json:"first_id"`
+		LastID  string           `json:"last_id"`
+	}{[]anthropicModel{{"model", ModelID, "Mock", time.Unix(modelsCreated, 0).UTC().Format(time.RFC3339)}}, false, ModelID, ModelID})
 	return h
 }
 
@@ -78,15 +94,28 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		h.serveChat(w, r)
+	case strings.HasSuffix(path, "/messages"):
+		if r.Method != http.MethodPost {
+			w.Header().Set("Allow", http.MethodPost)
+			writeMessagesError(w, errMessagesMethod)
+			return
+		}
+		h.serveMessages(w, r)
 	case strings.HasSuffix(path, "/models"):
 		if r.Method != http.MethodGet {
 			methodNotAllowed(w, r, http.MethodGet)
 			return
 		}
+		body := h.models
+		if speaksAnthropic(r) {
+			body = h.anthropicModels
+		}
 		hdr := w.Header()
 		hdr.Set("Content-Type", "application/json")
-		hdr.Set("Content-Length", strconv.Itoa(len(h.models)))
-		_, _ = w.Write(h.models)
+		hdr.Set("Content-Length", strconv.Itoa(len(body)))
+		_, _ = w.Write(body)
+	case speaksAnthropic(r):
+		writeMessagesError(w, errMessagesNotFound)
 	default:
 		// OpenAI's own wording for an unknown URL.
 		writeError(w, &apiError{status: http.StatusNotFound, typ: "invalid_request_error",
@@ -94,8 +123,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// speaksAnthropic reports whether r comes from an Anthropic client: every
+// one sends anthropic-version, no OpenAI client does.
+func speaksAnthropic(r *http.Request) bool {
+	return r.Header.Get("Anthropic-Version") != ""
+}
+
 func methodNotAllowed(w http.ResponseWriter, r *http.Request, allow string) {
 	w.Header().Set("Allow", allow)
+	if speaksAnthropic(r) {
+		writeMessagesError(w, errMessagesMethod)
+		return
+	}
 	writeError(w, &apiError{status: http.StatusMethodNotAllowed, typ: "invalid_request_error",
 		message: "Invalid method for URL (" + r.Method + " " + r.URL.Path + ")"})
 }

@@ -32,6 +32,12 @@ type reply struct {
 	tokens  int
 	finish  string
 	prompt  int // prompt_tokens
+
+	// A Messages reply may end inside a word, where a stop sequence
+	// began: cut is how many bytes of text it delivers (math.MaxInt when
+	// whole) and stop the sequence, else "".
+	cut  int
+	stop string
 }
 
 // bufPool holds the buffers that read request bodies and assemble

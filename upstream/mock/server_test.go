@@ -13,22 +13,34 @@ import (
 
 func TestOverRealHTTP(t *testing.T) {
 	tests := []struct {
-		name string
-		path string
-		body string
-		want string
+		name      string
+		path      string
+		body      string
+		anthropic bool // send anthropic-version
+		want      string
 	}{
 		{"a stream over a socket is byte for byte the in-process one", "/v1/chat/completions",
-			`{"model":"gpt-test",` + hello + `,"stream":true,"stream_options":{"include_usage":true}}`, wire3},
+			`{"model":"gpt-test",` + hello + `,"stream":true,"stream_options":{"include_usage":true}}`, false, wire3},
+		{"a Messages stream over a socket is byte for byte the in-process one", "/v1/messages",
+			helloMessage(`,"stream":true`), true, messagesWire3},
+		{"a Message over a socket is the in-process one", "/v1/messages", helloMessage(``), true, messagesReply3},
 		{"a non-stream reply over a socket is the in-process one", "/chat/completions",
-			`{"model":"gpt-test",` + hello + `}`,
+			`{"model":"gpt-test",` + hello + `}`, false,
 			`{"id":"chatcmpl-mock-1","object":"chat.completion","created":1700000000,"model":"gpt-test","choices":[{"index":0,"message":{"role":"assistant","content":"arcane mock reply","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":3,"total_tokens":12}}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			srv := httptest.NewServer(newTestHandler(Config{ReplyTokens: 3}))
 			defer srv.Close()
-			resp, err := srv.Client().Post(srv.URL+tt.path, "application/json", strings.NewReader(tt.body))
+			req, err := http.NewRequest(http.MethodPost, srv.URL+tt.path, strings.NewReader(tt.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Content-Type", "application/json")
+			if tt.anthropic {
+				req.Header.Set("Anthropic-Version", "2023-06-01")
+			}
+			resp, err := srv.Client().Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}

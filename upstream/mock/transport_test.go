@@ -377,3 +377,93 @@ func TestTransportEmptyResponseIsNeverMistakenForCancellation(t *testing.T) {
 		resp.Body.Close()
 	}
 }
+
+func TestTransportMessages(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  Config
+		body string
+		want func(t *testing.T, resp *http.Response, body []byte)
+	}{
+		{"a Message arrives whole with its length", Config{ReplyTokens: 3}, helloMessage(``),
+			func(t *testing.T, resp *http.Response, body []byte) {
+				if resp.StatusCode != 200 || resp.ContentLength != int64(len(body)) || resp.Header.Get("Request-Id") != "req_mock_1" || string(body) != messagesReply3 {
+					t.Errorf("status %q length %d headers %v body:\n%s\nwant:\n%s", resp.Status, resp.ContentLength, resp.Header, body, messagesReply3)
+				}
+			}},
+		{"a Messages stream arrives byte for byte as the handler wrote it", Config{ReplyTokens: 3}, helloMessage(`,"stream":true`),
+			func(t *testing.T, resp *http.Response, body []byte) {
+				if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" || resp.ContentLength != -1 {
+					t.Errorf("status %d type %q length %d", resp.StatusCode, resp.Header.Get("Content-Type"), resp.ContentLength)
+				}
+				if string(body) != messagesWire3 {
+					t.Errorf("stream:\n%s\nwant:\n%s", body, messagesWire3)
+				}
+			}},
+		{"a refusal keeps its status and Anthropic's envelope", Config{}, `{"model":"m",` + hello + `}`,
+			func(t *testing.T, resp *http.Response, body []byte) {
+				var e anthropicError
+				decodeStrict(t, body, &e)
+				if resp.StatusCode != 400 || e.Error.Type != "invalid_request_error" || e.Error.Message != "max_tokens: Field required" {
+					t.Errorf("status %q body %s", resp.Status, body)
+				}
+			}},
+		{"an injected failure is a 529 overloaded_error the client may retry", Config{ErrorRate: 1}, helloMessage(`,"stream":true`),
+			func(t *testing.T, resp *http.Response, body []byte) {
+				var e anthropicError
+				decodeStrict(t, body, &e)
+				if resp.StatusCode != 529 || e.Error.Type != "overloaded_error" || resp.Header.Get("X-Should-Retry") != "true" {
+					t.Errorf("status %q headers %v body %s", resp.Status, resp.Header, body)
+				}
+			}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := track(newTestHandler(tt.cfg))
+			c := &http.Client{Transport: &Transport{Handler: h}}
+			req, err := http.NewRequest(http.MethodPost, "http://mock.invalid/v1/messages", strings.NewReader(tt.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("X-Api-Key", "sk-ant-test")
+			req.Header.Set("Anthropic-Version", "2023-06-01")
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil {
+				t.Fatalf("reading the body: %v", err)
+			}
+			tt.want(t, resp, body)
+			h.wait(t)
+		})
+	}
+}
+
+func TestTransportEndsAMessagesStream(t *testing.T) {
+	base := runtime.NumGoroutine()
+	mh := newTestHandler(Config{ReplyTokens: 8, TokensPerSecond: 10})
+	mh.sleep = func(ctx context.Context, _ time.Duration) error { // a long pause, unless the client leaves
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	h := track(mh)
+	c := &http.Client{Transport: &Transport{Handler: h}}
+	req, _ := http.NewRequest(http.MethodPost, "http://mock.invalid/v1/messages", strings.NewReader(helloMessage(`,"stream":true`)))
+	req.Header.Set("Anthropic-Version", "2023-06-01")
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := bufio.NewReader(resp.Body)
+	for _, want := range []string{"message_start", "content_block_start", "ping", "content_block_delta"} {
+		if ev := readEvent(t, r); !strings.HasPrefix(ev, "event: "+want+"\n") {
+			t.Fatalf("event %q, want %s", ev, want)
+		}
+	}
+	resp.Body.Close() // while the mock waits before the second token
+	h.wait(t)
+	noLeaks(t, base)
+}

@@ -1,0 +1,232 @@
+package upstream
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/arcaneapi/caddy-arcane/upstream/anthropic"
+	"github.com/arcaneapi/caddy-arcane/upstream/openai"
+	"github.com/arcaneapi/caddy-arcane/upstream/sse"
+)
+
+// forwardAnthropic serves x from an Anthropic deployment: the OpenAI
+// request is translated to the Messages API, and the answer (a message, or
+// its event stream) back to OpenAI's shapes, with usage from Anthropic's
+// own figures.
+func (p *Proxy) forwardAnthropic(ctx context.Context, w http.ResponseWriter, x *Exchange, buf *[]byte) error {
+	dep := x.Deployment
+	maxTokens := x.Model.MaxOutputTokens
+	if maxTokens <= 0 {
+		maxTokens = p.DefaultMaxTokens
+	}
+	if maxTokens <= 0 {
+		maxTokens = 4096
+	}
+	body, err := anthropic.AppendRequest((*buf)[:0], x.Body, anthropic.RequestOptions{
+		Model: dep.Model, MaxTokens: maxTokens, MaxOutputTokens: x.Model.MaxOutputTokens, Stream: x.Request.Stream,
+	})
+	*buf = body
+	if err != nil {
+		var re *anthropic.RequestError
+		if errors.As(err, &re) {
+			return &Error{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: re.Code, Param: re.Param, Message: re.Message, Err: err}
+		}
+		return &Error{Status: http.StatusBadRequest, Type: "invalid_request_error", Message: "The request could not be translated for the model's provider.", Err: err}
+	}
+	resp, err := p.send(ctx, x, body, func(h http.Header) {
+		if dep.Provider.APIKey != "" {
+			h.Set("X-Api-Key", dep.Provider.APIKey)
+		}
+		h.Set("Anthropic-Version", anthropic.Version)
+	})
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if x.Request.Stream {
+		return p.anthropicStream(ctx, w, resp, x)
+	}
+	return p.anthropicSingle(ctx, w, resp, x)
+}
+
+// anthropicSingle relays a translated non-streamed answer.
+func (p *Proxy) anthropicSingle(ctx context.Context, w http.ResponseWriter, resp *http.Response, x *Exchange) error {
+	limit := p.MaxResponse
+	if limit <= 0 {
+		limit = 32 << 20
+	}
+	in := getBuf()
+	defer putBuf(in)
+	data, err := readAll(*in, io.LimitReader(resp.Body, limit+1))
+	*in = data
+	if err != nil && ctx.Err() != nil {
+		return errClientClosed(x, err)
+	}
+	if err != nil {
+		return &Error{Status: http.StatusBadGateway, Type: "server_error", Code: "upstream_error",
+			Message: "The model's provider broke off its answer. Retry with backoff.", Err: err}
+	}
+	if int64(len(data)) > limit {
+		return &Error{Status: http.StatusBadGateway, Type: "server_error", Code: "upstream_error",
+			Message: "The model's provider sent an answer larger than this gateway accepts.", Err: fmt.Errorf("response over %d bytes", limit)}
+	}
+	out := getBuf()
+	defer putBuf(out)
+	*out, x.Usage, err = anthropic.AppendCompletion((*out)[:0], data, x.Model.ID, time.Now())
+	if err != nil {
+		return &Error{Status: http.StatusBadGateway, Type: "server_error", Code: "upstream_error",
+			Message: "The model's provider sent an answer this gateway could not read.", Err: err}
+	}
+	x.Basis = BasisUpstream
+	if x.Cost != nil {
+		*in = p.withCost((*in)[:0], *out, x)
+		*in, *out = *out, *in
+	}
+	hdr := w.Header()
+	hdr.Set("Content-Type", "application/json")
+	hdr.Set("Content-Length", strconv.Itoa(len(*out)))
+	w.WriteHeader(http.StatusOK)
+	x.Delivered = true
+	if _, err := w.Write(*out); err != nil {
+		x.Outcome = OutcomeClientClosed
+		return nil
+	}
+	x.Outcome = OutcomeOK
+	return nil
+}
+
+// anthropicStream relays a translated event stream. Usage is Anthropic's
+// when the stream ran to message_stop; a stream cut short (by either side)
+// has only message_start's figures, which do not cover the output, so its
+// completion is counted over the text the client received instead.
+func (p *Proxy) anthropicStream(ctx context.Context, w http.ResponseWriter, resp *http.Response, x *Exchange) error {
+	rc := http.NewResponseController(w)
+	rd := sse.NewReader(resp.Body, p.MaxEvent)
+	st := anthropic.NewStream(x.Model.ID, time.Now())
+	out := getBuf()
+	defer putBuf(out)
+	chunk := getBuf()
+	defer putBuf(chunk)
+	text := getBuf()
+	defer putBuf(text)
+	var (
+		counted int64
+		readErr error
+	)
+	for !st.Done() {
+		ev, err := rd.Next()
+		if err != nil {
+			readErr = err
+			break
+		}
+		*out, err = st.Event((*out)[:0], ev.Name, ev.Data)
+		if err != nil {
+			readErr = err
+			break
+		}
+		if len(*out) == 0 {
+			continue
+		}
+		*text = appendFramesContent(*text, *out)
+		if len(*text) > maxCountBuffer {
+			counted += int64(p.Tokens.Count(x.Model.ID, *text))
+			*text = (*text)[:0]
+		}
+		if !x.Delivered {
+			startStream(w)
+			x.Delivered = true
+		}
+		if _, err := w.Write(*out); err != nil {
+			x.Outcome = OutcomeClientClosed
+			break
+		}
+		if err := rc.Flush(); err != nil {
+			x.Outcome = OutcomeClientClosed
+			break
+		}
+	}
+	usage, gotUsage := st.Usage()
+	if st.Done() && !st.Failed() && gotUsage {
+		x.Usage, x.Basis = usage, BasisUpstream
+	} else {
+		u := p.count(x, *text)
+		if gotUsage && usage.PromptTokens > 0 {
+			u.PromptTokens, u.CachedTokens = usage.PromptTokens, usage.CachedTokens
+		}
+		u.CompletionTokens += counted
+		u.TotalTokens = u.PromptTokens + u.CompletionTokens
+		x.Usage, x.Basis = u, BasisCounted
+	}
+	if x.Outcome == OutcomeClientClosed {
+		return nil
+	}
+	if !x.Delivered {
+		if ctx.Err() != nil {
+			return errClientClosed(x, ctx.Err())
+		}
+		x.Deployment.observe(false)
+		return &Error{Status: http.StatusBadGateway, Type: "server_error", Code: "upstream_error",
+			Message: "The model's provider ended the stream before answering. Retry with backoff.", Err: readErr}
+	}
+	if ctx.Err() != nil {
+		x.Outcome = OutcomeClientClosed
+		return nil
+	}
+	*out = (*out)[:0]
+	switch {
+	case st.Failed():
+		// The translator already sent the provider's error in band.
+		x.Outcome = OutcomeUpstreamError
+	case !st.Done():
+		// The provider broke off mid-stream: end it in band with the
+		// translator's error chunk, which carries the stream's id, created
+		// and model like every other chunk.
+		*out, _ = st.Event(*out, "error", brokenOffEvent)
+		x.Outcome = OutcomeUpstreamError
+	default:
+		if x.Request.IncludeUsage {
+			*chunk = st.UsageChunk((*chunk)[:0])
+			if x.Cost != nil {
+				*text = p.withCost((*text)[:0], *chunk, x)
+				*text, *chunk = *chunk, *text
+			}
+			*out = sse.AppendData(*out, *chunk)
+		}
+		x.Outcome = OutcomeOK
+	}
+	*out = sse.AppendDone(*out)
+	if _, err := w.Write(*out); err != nil {
+		x.Outcome = OutcomeClientClosed
+		return nil
+	}
+	_ = rc.Flush()
+	return nil
+}
+
+// brokenOffEvent is the error event a stream that ended without
+// message_stop is closed with: code upstream_error.
+var brokenOffEvent = []byte(`{"type":"error","error":{"type":"api_error","message":"The model's provider ended the stream unexpectedly."}}`)
+
+// appendFramesContent appends the text of every chunk in frames, SSE
+// frames of one data line each, as the translator writes them.
+func appendFramesContent(dst, frames []byte) []byte {
+	for len(frames) > 0 {
+		line := frames
+		if i := bytes.IndexByte(frames, '\n'); i >= 0 {
+			line, frames = frames[:i], frames[i+1:]
+		} else {
+			frames = nil
+		}
+		if data, ok := bytes.CutPrefix(line, []byte("data: ")); ok {
+			dst = openai.AppendContent(dst, data)
+		}
+	}
+	return dst
+}
