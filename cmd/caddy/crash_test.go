@@ -120,13 +120,16 @@ func fastMockCaddyfile(t *testing.T, dir string) string {
 		t.Fatal(err)
 	}
 	out := example
+	// Fast mocks (both of them), and a request budget the load cannot
+	// reach: this test is about settlement, not limits.
 	for _, set := range []struct{ option, value string }{
 		{"time_to_first_token", "0s"},
 		{"tokens_per_second", "0"},
+		{"requests", "1000000 1m"},
 	} {
-		re := regexp.MustCompile(`(?m)^(\s*)` + set.option + `\s+\S+\s*$`)
-		if len(re.FindAll(out, -1)) != 1 {
-			t.Fatalf("Caddyfile.example: want one %s line in the mock provider, found %d", set.option, len(re.FindAll(out, -1)))
+		re := regexp.MustCompile(`(?m)^(\s*)` + set.option + `\s+\S+.*$`)
+		if len(re.FindAll(out, -1)) == 0 {
+			t.Fatalf("Caddyfile.example: no %s line", set.option)
 		}
 		out = re.ReplaceAll(out, []byte("${1}"+set.option+" "+set.value))
 	}
