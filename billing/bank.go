@@ -196,3 +196,17 @@ func (h *Hold) Settle(c Charge) (Entry, error) {
 	h.shard.mu.Unlock()
 	return e, err
 }
+
+// Release gives the hold back without charging anything or writing a ledger
+// row: for a request refused as bad input after its hold was placed, which
+// must change nothing. A Hold that was settled or released before is left
+// alone.
+func (h *Hold) Release() {
+	if !h.settled.CompareAndSwap(false, true) {
+		return
+	}
+	h.shard.mu.Lock()
+	h.wallet.held -= h.Amount
+	h.wallet.holds--
+	h.shard.mu.Unlock()
+}

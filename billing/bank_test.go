@@ -371,3 +371,26 @@ func TestHoldSettleCapsTheCostAtTheHold(t *testing.T) {
 	}
 	replayLedger(t, s, a.ID)
 }
+
+func TestReleaseGivesTheHoldBackWithoutARow(t *testing.T) {
+	s, _, _ := openTestStore(t)
+	acct := mustCreateAccount(t, s, "acme", 10*Dollar)
+	bank := NewBank(s)
+	h := mustHold(t, bank, acct.ID, 10*Dollar)
+	if _, err := bank.Hold(acct.ID, 1); !errors.Is(err, ErrInsufficientBalance) {
+		t.Fatalf("a second hold with the balance held: err = %v", err)
+	}
+	h.Release()
+	h.Release() // twice is harmless
+	if got := bank.Held(acct.ID); got != 0 {
+		t.Fatalf("held after release = %s", got)
+	}
+	if _, err := h.Settle(Charge{RequestID: "req_after_release", Cost: 1}); !errors.Is(err, ErrSettled) {
+		t.Fatalf("settling a released hold: err = %v, want ErrSettled", err)
+	}
+	rows, _, err := s.Ledger(acct.ID, LedgerQuery{Limit: 10, Kind: EntryCharge})
+	if err != nil || len(rows) != 0 {
+		t.Fatalf("charge rows after release = %v, %v; want none", rows, err)
+	}
+	mustHold(t, bank, acct.ID, 10*Dollar) // the whole balance is available again
+}

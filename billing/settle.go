@@ -176,22 +176,22 @@ func (s *BoltStore) commitBatch(batch []*settlement) {
 			st.entry, st.err = Entry{}, nil
 			c := &st.charge
 			if ref := requests.Get([]byte(c.RequestID)); ref != nil {
+				// A corrupt index entry fails this charge alone, not the
+				// batch around it: the audit reports the damage.
 				e, err := entryByRef(tx, ref)
-				if err != nil {
-					return err
+				if err == nil {
+					err = ErrSettled
 				}
-				st.entry, st.err = e, fmt.Errorf("request %s: %w", c.RequestID, ErrSettled)
+				st.entry, st.err = e, fmt.Errorf("request %s: %w", c.RequestID, err)
 				continue
 			}
 			acct := touched[c.AccountID]
 			if acct == nil {
 				acct = new(Account)
 				if err := getJSON(accounts, c.AccountID, acct, "account"); err != nil {
-					if errors.Is(err, ErrNotFound) {
-						st.err = err
-						continue
-					}
-					return err
+					// Unknown or undecodable: this charge fails alone.
+					st.err = err
+					continue
 				}
 				touched[c.AccountID] = acct
 			}

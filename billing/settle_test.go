@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // stallClock is a fake clock that can stall the commit loop. Armed, the
@@ -797,5 +799,35 @@ func TestLedgerRowTimesNeverGoBackwards(t *testing.T) {
 				rows[i].Seq, rows[i].Kind, rows[i].Time.Format(time.StampMicro),
 				rows[i-1].Seq, rows[i-1].Kind, rows[i-1].Time.Format(time.StampMicro))
 		}
+	}
+}
+
+// TestCorruptAccountFailsAloneInItsBatch: an account record that does not
+// decode fails its own charges, not the batch they share with others.
+func TestCorruptAccountFailsAloneInItsBatch(t *testing.T) {
+	s, clock, _ := openStallStore(t)
+	good := mustCreateAccount(t, s, "good", 100*Dollar)
+	bad := mustCreateAccount(t, s, "bad", 100*Dollar)
+	if err := s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketAccounts).Put([]byte(bad.ID), []byte("{not json"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	release := clock.stall(t, s)
+	var wg sync.WaitGroup
+	var goodErr, badErr error
+	wg.Go(func() { _, goodErr = s.Settle(testCharge(good.ID, "req_good", 5)) })
+	wg.Go(func() { _, badErr = s.Settle(testCharge(bad.ID, "req_bad", 5)) })
+	waitQueued(s, 2)
+	release()
+	wg.Wait()
+	if goodErr != nil {
+		t.Fatalf("the good account's charge failed with its batch: %v", goodErr)
+	}
+	if badErr == nil || !strings.Contains(badErr.Error(), "decoding account") {
+		t.Fatalf("the corrupt account's charge: err = %v", badErr)
+	}
+	if bal, _, err := s.Balance(good.ID); err != nil || bal != 100*Dollar-5 {
+		t.Fatalf("good balance = %s, %v", bal, err)
 	}
 }

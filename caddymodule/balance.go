@@ -93,14 +93,13 @@ func (h *Balance) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return nil
 	}
 	c.Hold = hold
-	defer func() {
-		p := recover()
-		h.settle(w, r, c, p != nil)
-		if p != nil {
-			panic(p)
-		}
-	}()
-	return next.ServeHTTP(w, r)
+	// Settle however the chain ends; a panic is detected without recover,
+	// so it goes on with its own stack.
+	completed := false
+	defer func() { h.settle(w, r, c, !completed) }()
+	err = next.ServeHTTP(w, r)
+	completed = true
+	return err
 }
 
 // insufficient is the 403 for a hold that does not fit.
@@ -123,6 +122,12 @@ func satMul(a, b int64) int64 {
 // runs after the response has been written; flushing first means the
 // client has every byte before the ledger's disk write starts.
 func (h *Balance) settle(w http.ResponseWriter, r *http.Request, c *call, panicked bool) {
+	if x := c.Exchange; x != nil && x.Refused && !panicked {
+		// Bad input that only the provider's translation could see:
+		// like any other bad input, it changes nothing.
+		c.Hold.Release()
+		return
+	}
 	ch := billing.Charge{RequestID: c.ID, KeyID: c.Principal.Key.ID, Model: c.Model.ID, Outcome: "not_forwarded"}
 	if x := c.Exchange; x != nil {
 		ch.Deployment, ch.Outcome = deploymentName(x), string(x.Outcome)

@@ -221,12 +221,19 @@ func (h *Limit) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 		// Correct the token reservations to what was really used. This
 		// runs after arcane_balance (inside) has settled.
 		var used int64
-		if x := c.Exchange; x != nil && x.Delivered {
+		x := c.Exchange
+		if x != nil && x.Delivered {
 			used = satAdd(max(x.Usage.PromptTokens, 0), max(x.Usage.CompletionTokens, 0))
 		}
 		for i := range budgets {
-			if b := &budgets[i]; b.tokens && b.lim.Valid() && used != b.n {
+			b := &budgets[i]
+			switch {
+			case !b.lim.Valid():
+			case b.tokens && used != b.n:
 				b.store.Adjust(b.id, b.lim, used-b.n)
+			case !b.tokens && x != nil && x.Refused:
+				// Bad input costs no request either.
+				b.store.Adjust(b.id, b.lim, -b.n)
 			}
 		}
 	}()

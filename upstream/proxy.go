@@ -62,6 +62,9 @@ type Exchange struct {
 	// Delivered reports whether any part of an answer reached the client.
 	Delivered bool
 	Outcome   Outcome
+	// Refused reports bad input found only when translating the request
+	// for the deployment's provider: answered with a 400 before any call.
+	Refused bool
 }
 
 // Error is a failure before anything was written to the client; the

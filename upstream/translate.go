@@ -33,6 +33,7 @@ func (p *Proxy) forwardAnthropic(ctx context.Context, w http.ResponseWriter, x *
 	})
 	*buf = body
 	if err != nil {
+		x.Refused = true
 		var re *anthropic.RequestError
 		if errors.As(err, &re) {
 			return &Error{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: re.Code, Param: re.Param, Message: re.Message, Err: err}
@@ -83,10 +84,18 @@ func (p *Proxy) anthropicSingle(ctx context.Context, w http.ResponseWriter, resp
 		return &Error{Status: http.StatusBadGateway, Type: "server_error", Code: "upstream_error",
 			Message: "The model's provider sent an answer this gateway could not read.", Err: err}
 	}
-	x.Basis = BasisUpstream
-	if x.Cost != nil {
-		*in = p.withCost((*in)[:0], *out, x)
-		*in, *out = *out, *in
+	if x.Usage.PromptTokens > 0 || x.Usage.CompletionTokens > 0 {
+		x.Basis = BasisUpstream
+		if x.Cost != nil {
+			*in = p.withCost((*in)[:0], *out, x)
+			*in, *out = *out, *in
+		}
+	} else {
+		// An Anthropic-compatible server that reports no usage: count.
+		text := getBuf()
+		*text = openai.AppendContent((*text)[:0], *out)
+		x.Usage, x.Basis = p.count(x, *text), BasisCounted
+		putBuf(text)
 	}
 	hdr := w.Header()
 	hdr.Set("Content-Type", "application/json")
@@ -116,8 +125,9 @@ func (p *Proxy) anthropicStream(ctx context.Context, w http.ResponseWriter, resp
 	text := getBuf()
 	defer putBuf(text)
 	var (
-		counted int64
-		readErr error
+		counted     int64
+		readErr     error
+		failedEmpty bool
 	)
 	for !st.Done() {
 		ev, err := rd.Next()
@@ -129,6 +139,17 @@ func (p *Proxy) anthropicStream(ctx context.Context, w http.ResponseWriter, resp
 		if err != nil {
 			readErr = err
 			break
+		}
+		if st.Failed() && len(*text) == 0 && counted == 0 {
+			// The provider failed before any content: nothing of value
+			// was delivered. Before the first byte that is a plain error
+			// answer; after a role chunk, the in-band error ends the
+			// stream and nothing is charged.
+			if !x.Delivered {
+				x.Deployment.observe(false)
+				return anthropicStreamError(ev.Data)
+			}
+			failedEmpty = true
 		}
 		if len(*out) == 0 {
 			continue
@@ -152,9 +173,14 @@ func (p *Proxy) anthropicStream(ctx context.Context, w http.ResponseWriter, resp
 		}
 	}
 	usage, gotUsage := st.Usage()
-	if st.Done() && !st.Failed() && gotUsage {
+	switch {
+	case gotUsage && st.OutputReported() && !st.Failed():
+		// Anthropic's own figures cover the whole answer (message_delta
+		// came), even if the stream was cut before message_stop.
 		x.Usage, x.Basis = usage, BasisUpstream
-	} else {
+	case failedEmpty:
+		x.Usage, x.Basis = openai.Usage{}, BasisCounted
+	default:
 		u := p.count(x, *text)
 		if gotUsage && usage.PromptTokens > 0 {
 			u.PromptTokens, u.CachedTokens = usage.PromptTokens, usage.CachedTokens
@@ -212,6 +238,19 @@ func (p *Proxy) anthropicStream(ctx context.Context, w http.ResponseWriter, resp
 // brokenOffEvent is the error event a stream that ended without
 // message_stop is closed with: code upstream_error.
 var brokenOffEvent = []byte(`{"type":"error","error":{"type":"api_error","message":"The model's provider ended the stream unexpectedly."}}`)
+
+// anthropicStreamError answers an error event that came before anything
+// was sent to the client as the error it is.
+func anthropicStreamError(data []byte) error {
+	typ, msg, _ := anthropic.ParseError(data)
+	cause := fmt.Errorf("upstream error event before the first byte: %s: %s", typ, msg)
+	if typ == "overloaded_error" {
+		return &Error{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "upstream_overloaded", RetryAfter: "1",
+			Message: "The model's provider is overloaded. Retry after 1 seconds.", Err: cause}
+	}
+	return &Error{Status: http.StatusBadGateway, Type: "server_error", Code: "upstream_error",
+		Message: "The model's provider failed before answering. Retry with backoff.", Err: cause}
+}
 
 // appendFramesContent appends the text of every chunk in frames, SSE
 // frames of one data line each, as the translator writes them.
