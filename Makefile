@@ -74,7 +74,9 @@ FUZZ_TARGETS = \
 	./upstream/openai:FuzzAppendWithModel ./upstream/openai:FuzzChunk \
 	./upstream/sse:FuzzReader ./upstream/sse:FuzzRoundTrip \
 	./upstream/tokens:FuzzCount ./upstream/tokens:FuzzBoundary \
-	./upstream/mock:FuzzChatCompletions
+	./upstream/mock:FuzzChatCompletions ./upstream/mock:FuzzMessages \
+	./billing:FuzzCost ./upstream/openai:FuzzAppendUsageCost ./ratelimit:FuzzAllow \
+	./upstream/anthropic:FuzzRequest ./upstream/anthropic:FuzzStream ./upstream/anthropic:FuzzFastDelta
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \
