@@ -280,24 +280,12 @@ func replaceModel(s, upstream, public string) string {
 
 // single relays a non-streamed answer.
 func (p *Proxy) single(ctx context.Context, w http.ResponseWriter, resp *http.Response, x *Exchange) error {
-	limit := p.MaxResponse
-	if limit <= 0 {
-		limit = 32 << 20
-	}
 	in := getBuf()
 	defer putBuf(in)
-	data, err := readAll(*in, io.LimitReader(resp.Body, limit+1))
+	data, err := p.readAnswer(ctx, *in, resp, x)
 	*in = data
-	if err != nil && ctx.Err() != nil {
-		return errClientClosed(x, err)
-	}
 	if err != nil {
-		return &Error{Status: http.StatusBadGateway, Type: "server_error", Code: "upstream_error",
-			Message: "The model's provider broke off its answer. Retry with backoff.", Err: err}
-	}
-	if int64(len(data)) > limit {
-		return &Error{Status: http.StatusBadGateway, Type: "server_error", Code: "upstream_error",
-			Message: "The model's provider sent an answer larger than this gateway accepts.", Err: fmt.Errorf("response over %d bytes", limit)}
+		return err
 	}
 	if !json.Valid(data) {
 		return &Error{Status: http.StatusBadGateway, Type: "server_error", Code: "upstream_error",
@@ -306,20 +294,47 @@ func (p *Proxy) single(ctx context.Context, w http.ResponseWriter, resp *http.Re
 	out := getBuf()
 	defer putBuf(out)
 	*out = openai.AppendWithModel((*out)[:0], data, x.Model.ID)
+	u, ok := openai.ParseUsage(data)
+	return p.writeAnswer(w, x, out, in, u, ok)
+}
 
-	if u, ok := openai.ParseUsage(data); ok {
+// readAnswer reads a non-streamed upstream answer into buf, up to
+// MaxResponse; failures are the client's *Error.
+func (p *Proxy) readAnswer(ctx context.Context, buf []byte, resp *http.Response, x *Exchange) ([]byte, error) {
+	limit := p.MaxResponse
+	if limit <= 0 {
+		limit = 32 << 20
+	}
+	data, err := readAll(buf, io.LimitReader(resp.Body, limit+1))
+	if err != nil && ctx.Err() != nil {
+		return data, errClientClosed(x, err)
+	}
+	if err != nil {
+		return data, &Error{Status: http.StatusBadGateway, Type: "server_error", Code: "upstream_error",
+			Message: "The model's provider broke off its answer. Retry with backoff.", Err: err}
+	}
+	if int64(len(data)) > limit {
+		return data, &Error{Status: http.StatusBadGateway, Type: "server_error", Code: "upstream_error",
+			Message: "The model's provider sent an answer larger than this gateway accepts.", Err: fmt.Errorf("response over %d bytes", limit)}
+	}
+	return data, nil
+}
+
+// writeAnswer sends *out, a complete OpenAI-shaped answer, with usage u
+// (reported: the provider's figure, with its cost added) or, when not
+// reported, the usage counted over the answer's text. spare is a scratch
+// buffer; the two may be swapped.
+func (p *Proxy) writeAnswer(w http.ResponseWriter, x *Exchange, out, spare *[]byte, u openai.Usage, reported bool) error {
+	if reported {
 		x.Usage, x.Basis = u, BasisUpstream
 		if x.Cost != nil {
-			*in = p.withCost((*in)[:0], *out, x)
-			*in, *out = *out, *in
+			*spare = p.withCost((*spare)[:0], *out, x)
+			*spare, *out = *out, *spare
 		}
 	} else {
-		text := getBuf()
-		*text = openai.AppendContent((*text)[:0], data)
-		x.Usage, x.Basis = p.count(x, *text), BasisCounted
-		putBuf(text)
+		*spare = openai.AppendContent((*spare)[:0], *out)
+		x.Usage, x.Basis = p.count(x, *spare), BasisCounted
 	}
-
 	hdr := w.Header()
 	hdr.Set("Content-Type", "application/json")
 	hdr.Set("Content-Length", strconv.Itoa(len(*out)))

@@ -5,9 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/arcaneapi/caddy-arcane/upstream/anthropic"
@@ -58,56 +56,23 @@ func (p *Proxy) forwardAnthropic(ctx context.Context, w http.ResponseWriter, x *
 
 // anthropicSingle relays a translated non-streamed answer.
 func (p *Proxy) anthropicSingle(ctx context.Context, w http.ResponseWriter, resp *http.Response, x *Exchange) error {
-	limit := p.MaxResponse
-	if limit <= 0 {
-		limit = 32 << 20
-	}
 	in := getBuf()
 	defer putBuf(in)
-	data, err := readAll(*in, io.LimitReader(resp.Body, limit+1))
+	data, err := p.readAnswer(ctx, *in, resp, x)
 	*in = data
-	if err != nil && ctx.Err() != nil {
-		return errClientClosed(x, err)
-	}
 	if err != nil {
-		return &Error{Status: http.StatusBadGateway, Type: "server_error", Code: "upstream_error",
-			Message: "The model's provider broke off its answer. Retry with backoff.", Err: err}
-	}
-	if int64(len(data)) > limit {
-		return &Error{Status: http.StatusBadGateway, Type: "server_error", Code: "upstream_error",
-			Message: "The model's provider sent an answer larger than this gateway accepts.", Err: fmt.Errorf("response over %d bytes", limit)}
+		return err
 	}
 	out := getBuf()
 	defer putBuf(out)
-	*out, x.Usage, err = anthropic.AppendCompletion((*out)[:0], data, x.Model.ID, time.Now())
+	var u openai.Usage
+	*out, u, err = anthropic.AppendCompletion((*out)[:0], data, x.Model.ID, time.Now())
 	if err != nil {
 		return &Error{Status: http.StatusBadGateway, Type: "server_error", Code: "upstream_error",
 			Message: "The model's provider sent an answer this gateway could not read.", Err: err}
 	}
-	if x.Usage.PromptTokens > 0 || x.Usage.CompletionTokens > 0 {
-		x.Basis = BasisUpstream
-		if x.Cost != nil {
-			*in = p.withCost((*in)[:0], *out, x)
-			*in, *out = *out, *in
-		}
-	} else {
-		// An Anthropic-compatible server that reports no usage: count.
-		text := getBuf()
-		*text = openai.AppendContent((*text)[:0], *out)
-		x.Usage, x.Basis = p.count(x, *text), BasisCounted
-		putBuf(text)
-	}
-	hdr := w.Header()
-	hdr.Set("Content-Type", "application/json")
-	hdr.Set("Content-Length", strconv.Itoa(len(*out)))
-	w.WriteHeader(http.StatusOK)
-	x.Delivered = true
-	if _, err := w.Write(*out); err != nil {
-		x.Outcome = OutcomeClientClosed
-		return nil
-	}
-	x.Outcome = OutcomeOK
-	return nil
+	// An Anthropic-compatible server that reports no usage is counted.
+	return p.writeAnswer(w, x, out, in, u, u.PromptTokens > 0 || u.CompletionTokens > 0)
 }
 
 // anthropicStream relays a translated event stream. Usage is Anthropic's
