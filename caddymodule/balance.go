@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strings"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -63,20 +62,12 @@ func (h *Balance) Provision(ctx caddy.Context) error {
 	return nil
 }
 
-var errNoPrincipal = errors.New("arcane_balance found no authenticated key: put arcane_auth before it")
-
 func (h *Balance) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	if r.Method != http.MethodPost || !strings.HasSuffix(r.URL.Path, "/chat/completions") {
+	if !billable(r) {
 		return next.ServeHTTP(w, r)
 	}
-	c := callFrom(w, r)
-	if c.Principal == nil {
-		h.logger.Error("refusing request", zap.Error(errNoPrincipal))
-		writeError(w, r, errServer)
-		return nil
-	}
-	if e := c.chatRequest(r, h.app); e != nil {
-		writeError(w, r, *e)
+	c := keyedChat(w, r, h.app, h.logger, "arcane_balance")
+	if c == nil {
 		return nil
 	}
 	c.Price = h.app.prices[c.Model.ID]

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -125,6 +126,31 @@ func (c *call) chatRequest(r *http.Request, app *App) *apiError {
 	}
 	c.Body, c.Chat, c.Model = body, &req, model
 	return nil
+}
+
+// billable reports whether r is a request arcane limits and charges: a
+// POST to …/chat/completions. Everything else passes arcane_limit and
+// arcane_balance untouched.
+func billable(r *http.Request) bool {
+	return r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/chat/completions")
+}
+
+// keyedChat returns the call of a billable request with its body scanned,
+// for the handlers that act for an authenticated key. When there is no key
+// (arcane_auth is missing before handler: a configuration mistake, logged)
+// or the body is bad, it answers the request itself and returns nil.
+func keyedChat(w http.ResponseWriter, r *http.Request, app *App, logger *zap.Logger, handler string) *call {
+	c := callFrom(w, r)
+	if c.Principal == nil {
+		logger.Error("refusing request: " + handler + " found no authenticated key: put arcane_auth before it")
+		writeError(w, r, errServer)
+		return nil
+	}
+	if e := c.chatRequest(r, app); e != nil {
+		writeError(w, r, *e)
+		return nil
+	}
+	return c
 }
 
 // keyMayUse applies a key's model allow-list.

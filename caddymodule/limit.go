@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -161,17 +160,11 @@ type budget struct {
 }
 
 func (h *Limit) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	if r.Method != http.MethodPost || !strings.HasSuffix(r.URL.Path, "/chat/completions") {
+	if !billable(r) {
 		return next.ServeHTTP(w, r)
 	}
-	c := callFrom(w, r)
-	if c.Principal == nil {
-		h.logger.Error("refusing request: arcane_limit found no authenticated key: put arcane_auth before it")
-		writeError(w, r, errServer)
-		return nil
-	}
-	if e := c.chatRequest(r, h.app); e != nil {
-		writeError(w, r, *e)
+	c := keyedChat(w, r, h.app, h.logger, "arcane_limit")
+	if c == nil {
 		return nil
 	}
 	key := &c.Principal.Key

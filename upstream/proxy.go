@@ -433,16 +433,7 @@ func (p *Proxy) stream(ctx context.Context, w http.ResponseWriter, resp *http.Re
 		// AppendData re-frames the rewritten data: an upstream may
 		// spread one event's JSON over several data lines.
 		*out = sse.AppendData((*out)[:0], *chunk)
-		if !x.Delivered {
-			startStream(w)
-			x.Delivered = true
-		}
-		if _, err := w.Write(*out); err != nil {
-			x.Outcome = OutcomeClientClosed
-			break
-		}
-		if err := rc.Flush(); err != nil {
-			x.Outcome = OutcomeClientClosed
+		if !emit(w, rc, x, *out) {
 			break
 		}
 	}
@@ -524,6 +515,25 @@ func errorEvent(data []byte) (string, bool) {
 	}
 	return msg, true
 }
+
+// emit sends frames to the client and flushes them, starting the stream
+// with the first; false means the client is gone (x says so).
+func emit(w http.ResponseWriter, rc *http.ResponseController, x *Exchange, frames []byte) bool {
+	if !x.Delivered {
+		startStream(w)
+		x.Delivered = true
+	}
+	if _, err := w.Write(frames); err != nil {
+		x.Outcome = OutcomeClientClosed
+		return false
+	}
+	if err := rc.Flush(); err != nil {
+		x.Outcome = OutcomeClientClosed
+		return false
+	}
+	return true
+}
+
 func startStream(w http.ResponseWriter) {
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")

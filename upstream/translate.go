@@ -124,16 +124,7 @@ func (p *Proxy) anthropicStream(ctx context.Context, w http.ResponseWriter, resp
 			counted += int64(p.Tokens.Count(x.Model.ID, *text))
 			*text = (*text)[:0]
 		}
-		if !x.Delivered {
-			startStream(w)
-			x.Delivered = true
-		}
-		if _, err := w.Write(*out); err != nil {
-			x.Outcome = OutcomeClientClosed
-			break
-		}
-		if err := rc.Flush(); err != nil {
-			x.Outcome = OutcomeClientClosed
+		if !emit(w, rc, x, *out) {
 			break
 		}
 	}
