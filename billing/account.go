@@ -87,6 +87,10 @@ type Entry struct {
 	// Outcome says how the request ended: "ok", "client_closed",
 	// "upstream_error", ...
 	Outcome string `json:"outcome,omitempty"`
+	// Attempts is how many deployments were called for the request: more
+	// than one when it was moved on from failing ones (Deployment served
+	// it, or failed last).
+	Attempts int `json:"attempts,omitempty"`
 }
 
 // Cost is what a charge took from the balance (zero for other rows).

@@ -29,6 +29,8 @@ type Charge struct {
 	Usage      Usage
 	Basis      string
 	Outcome    string
+	// Attempts is how many deployments were called for the request.
+	Attempts int
 	// Cost is taken from the balance; zero or more.
 	Cost Amount
 }
@@ -197,7 +199,7 @@ func (s *BoltStore) commitBatch(batch []*settlement) {
 			}
 			e, err := appendEntry(tx, acct, Entry{
 				Time: now, Kind: EntryCharge, Amount: -c.Cost,
-				RequestID: c.RequestID, KeyID: c.KeyID, Model: c.Model, Deployment: c.Deployment,
+				RequestID: c.RequestID, KeyID: c.KeyID, Model: c.Model, Deployment: c.Deployment, Attempts: c.Attempts,
 				PromptTokens: c.Usage.PromptTokens, CachedTokens: c.Usage.CachedTokens, CompletionTokens: c.Usage.CompletionTokens,
 				Basis: c.Basis, Outcome: c.Outcome,
 			})

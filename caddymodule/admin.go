@@ -119,6 +119,11 @@ func (adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 		return a.audit(w)
+	case len(parts) == 1 && parts[0] == "upstreams":
+		if err := route(http.MethodGet); err != nil {
+			return err
+		}
+		return a.upstreams(w)
 	case len(parts) >= 2 && parts[0] == "requests":
 		if err := route(http.MethodGet); err != nil {
 			return err

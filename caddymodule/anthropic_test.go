@@ -1508,6 +1508,7 @@ func TestAnthropicMidStreamError(t *testing.T) {
 		{"api_error", "api_error", http.StatusBadGateway, "upstream_error", ""},
 	} {
 		t.Run("an "+tc.name+" event before anything was sent is an error answer, not charged", func(t *testing.T) {
+			resetHealth()
 			env.anth.handle(anthropicHandler(env.anthKey, func(w http.ResponseWriter, _ *http.Request, _ anthropicRequest) {
 				startAnthropicStream(w)
 				writeAnthropicEvent(w, "error", map[string]any{"type": "error", "error": map[string]any{"type": tc.typ, "message": "Overloaded"}})
@@ -1522,6 +1523,7 @@ func TestAnthropicMidStreamError(t *testing.T) {
 	}
 
 	t.Run("an error event right after message_start ends the stream in band and charges nothing", func(t *testing.T) {
+		resetHealth()
 		env.anth.handle(anthropicHandler(env.anthKey, func(w http.ResponseWriter, _ *http.Request, req anthropicRequest) {
 			writeMessageStart(w, req.Model, brokenReply)
 			writeAnthropicEvent(w, "ping", map[string]any{"type": "ping"})
@@ -1536,6 +1538,7 @@ func TestAnthropicMidStreamError(t *testing.T) {
 	})
 
 	t.Run("a stream cut after message_delta is billed at Anthropic's figures", func(t *testing.T) {
+		resetHealth()
 		rep := brokenReply
 		rep.StopReason, rep.Usage.Output = "end_turn", 11
 		env.anth.handle(anthropicHandler(env.anthKey, func(w http.ResponseWriter, _ *http.Request, req anthropicRequest) {
@@ -1560,6 +1563,7 @@ func TestAnthropicMidStreamError(t *testing.T) {
 	})
 
 	t.Run("the SDK reports the in-band error after the delivered text", func(t *testing.T) {
+		resetHealth()
 		env.anth.handle(anthropicHandler(env.anthKey, func(w http.ResponseWriter, _ *http.Request, req anthropicRequest) {
 			writeMessageStart(w, req.Model, brokenReply)
 			writeBlock(w, 0, brokenReply.Blocks[0])
@@ -1634,6 +1638,7 @@ func TestAnthropicUpstreamErrors(t *testing.T) {
 			handler: refuse(500, "api_error", "Internal server error", nil)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			resetHealth()
 			env.anth.handle(tc.handler)
 			resp := settledChat(t, http.MethodPost, env.key.Key, tc.body)
 			e := clientError(t, resp, tc.status, tc.typ, tc.code)
@@ -1648,6 +1653,7 @@ func TestAnthropicUpstreamErrors(t *testing.T) {
 	}
 
 	t.Run("the SDK sees a 529 as a 503 it may retry", func(t *testing.T) {
+		resetHealth()
 		env.anth.handle(refuse(529, "overloaded_error", "Overloaded", nil))
 		client := env.sdk(true)
 		_, err := client.Chat.Completions.New(context.Background(), openai.ChatCompletionNewParams{
@@ -1663,6 +1669,7 @@ func TestAnthropicUpstreamErrors(t *testing.T) {
 	})
 
 	t.Run("Anthropic refusing the gateway's key is 502 upstream_auth_failed, never the client's key", func(t *testing.T) {
+		resetHealth()
 		for _, b := range []string{body, streamBody} {
 			// The real upstream, with the provider key changed under it.
 			env.anth.handle(anthropicReplies("sk-ant-api03-rotated", plainReply))
@@ -1684,6 +1691,7 @@ func TestAnthropicUpstreamErrors(t *testing.T) {
 	})
 
 	t.Run("400 invalid_request_error passes Anthropic's message on with the public model id", func(t *testing.T) {
+		resetHealth()
 		msg := "`temperature` and `top_p` cannot both be specified for this model (" + claudeDeployment + "). Please use only one."
 		env.anth.handle(refuse(400, "invalid_request_error", msg, nil))
 		resp := settledChat(t, http.MethodPost, env.key.Key, chatBody(claudeModel, `,"temperature":0.5,"top_p":0.9`))
@@ -1700,6 +1708,7 @@ func TestAnthropicUpstreamErrors(t *testing.T) {
 	env.anth.handle(anthropicReplies(env.anthKey, plainReply))
 	for _, tc := range unsupportedByAnthropic {
 		t.Run(tc.name+" is refused with 400 before any upstream call", func(t *testing.T) {
+			resetHealth()
 			calls := env.anth.calls.Load()
 			resp := settledChat(t, http.MethodPost, env.key.Key, tc.body())
 			e := clientError(t, resp, http.StatusBadRequest, "invalid_request_error", tc.code)

@@ -57,6 +57,18 @@ type App struct {
 	// give every model its real max_output_tokens. Default: 4096.
 	DefaultMaxOutputTokens int64 `json:"default_max_output_tokens,omitempty"`
 
+	// Failover bounds how a request moves on from a failing deployment to
+	// the next.
+	Failover *FailoverConfig `json:"failover,omitempty"`
+
+	// Breaker is the circuit-breaking policy of every deployment.
+	Breaker *BreakerConfig `json:"breaker,omitempty"`
+
+	// RequestTimeout caps a request's whole time upstream, failover and
+	// streaming included. A stream still running then ends with an
+	// in-band error. Default: 30m.
+	RequestTimeout caddy.Duration `json:"request_timeout,omitempty"`
+
 	// Demo, when true, makes sure an account named "demo" exists (with
 	// $10.00 on first creation) and mints a fresh key for it at start,
 	// printed once to standard error; earlier demo keys are revoked. It is
@@ -75,6 +87,43 @@ type App struct {
 	// healthKeys are the deployment health entries this config holds.
 	healthKeys []string
 }
+
+// FailoverConfig bounds failover: a request whose deployment fails before
+// anything was sent to the client (connection refused or reset, TLS
+// failure, timeout before the response headers, 429, 5xx, a broken or
+// unreadable answer, the gateway's credentials refused) goes to the next
+// available deployment of its model.
+type FailoverConfig struct {
+	// Attempts is how many deployments one request may call, each once;
+	// 1 turns failover off. Default: 3.
+	Attempts int `json:"attempts,omitempty"`
+	// TryDuration is how long after the first attempt began a further
+	// one may start. Default: 60s.
+	TryDuration caddy.Duration `json:"try_duration,omitempty"`
+}
+
+// BreakerConfig opens a deployment's circuit when it keeps failing: it then
+// takes no traffic for a cool-down, after which one real request probes it;
+// success closes the circuit, failure reopens it for twice as long (up to
+// MaxCooldown). An upstream 429 with Retry-After opens it for that long.
+type BreakerConfig struct {
+	// Failures in a row that open the circuit. Default: 5.
+	Failures int `json:"failures,omitempty"`
+	// ErrorRate, 0 to 1, opens the circuit when that fraction of the last
+	// Window requests failed. Default: 0.5.
+	ErrorRate float64 `json:"error_rate,omitempty"`
+	// Window is how many recent requests ErrorRate is taken over, 1 to 64.
+	// Default: 20.
+	Window int `json:"window,omitempty"`
+	// Cooldown is how long an opened circuit stays open. Default: 30s.
+	Cooldown caddy.Duration `json:"cooldown,omitempty"`
+	// MaxCooldown bounds the doubling after failed probes. Default: 5m.
+	MaxCooldown caddy.Duration `json:"max_cooldown,omitempty"`
+}
+
+// healthNow is the clock circuits are timed by; tests replace it before
+// provisioning.
+var healthNow = time.Now
 
 // tokenCounter counts usage for providers that report none. Its
 // vocabularies load once per process, on first use, and are shared by
@@ -98,7 +147,14 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return err
 	}
 	a.catalog, a.prices = catalog, prices
-	a.proxy = &upstream.Proxy{Tokens: tokenCounter}
+	a.proxy = &upstream.Proxy{Tokens: tokenCounter, RequestTimeout: time.Duration(a.RequestTimeout), Now: healthNow}
+	if f := a.Failover; f != nil {
+		a.proxy.Attempts, a.proxy.TryDuration = f.Attempts, time.Duration(f.TryDuration)
+	}
+	if b := a.Breaker; b != nil {
+		a.proxy.Breaker = upstream.Breaker{Failures: b.Failures, ErrorRate: b.ErrorRate, Window: b.Window,
+			Cooldown: time.Duration(b.Cooldown), MaxCooldown: time.Duration(b.MaxCooldown)}
+	}
 	a.maxBody = a.MaxRequestBody
 	if a.maxBody == 0 {
 		a.maxBody = 4 << 20
@@ -137,6 +193,24 @@ func (a *App) Validate() error {
 	}
 	if a.KeyCacheSize < 0 {
 		return fmt.Errorf("key_cache_size must not be negative")
+	}
+	if a.RequestTimeout < 0 {
+		return fmt.Errorf("request_timeout must not be negative")
+	}
+	if f := a.Failover; f != nil && (f.Attempts < 0 || f.Attempts > upstream.MaxDeployments || f.TryDuration < 0) {
+		return fmt.Errorf("failover: attempts must be 1 to %d and try_duration not negative", upstream.MaxDeployments)
+	}
+	if b := a.Breaker; b != nil {
+		switch {
+		case b.Failures < 0:
+			return fmt.Errorf("breaker: failures must be positive")
+		case b.ErrorRate < 0 || b.ErrorRate > 1:
+			return fmt.Errorf("breaker: error_rate must be 0 to 1")
+		case b.Window < 0 || b.Window > 64:
+			return fmt.Errorf("breaker: window must be 1 to 64")
+		case b.Cooldown < 0 || b.MaxCooldown < 0:
+			return fmt.Errorf("breaker: cooldown and max_cooldown must not be negative")
+		}
 	}
 	return nil
 }

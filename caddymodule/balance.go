@@ -121,7 +121,7 @@ func (h *Balance) settle(w http.ResponseWriter, r *http.Request, c *call, panick
 	}
 	ch := billing.Charge{RequestID: c.ID, KeyID: c.Principal.Key.ID, Model: c.Model.ID, Outcome: "not_forwarded"}
 	if x := c.Exchange; x != nil {
-		ch.Deployment, ch.Outcome = deploymentName(x), string(x.Outcome)
+		ch.Deployment, ch.Outcome, ch.Attempts = deploymentName(x), string(x.Outcome), x.Attempts
 		if x.Delivered {
 			ch.Usage = billing.Usage{PromptTokens: x.Usage.PromptTokens, CachedTokens: x.Usage.CachedTokens, CompletionTokens: x.Usage.CompletionTokens}
 			ch.Basis = string(x.Basis)

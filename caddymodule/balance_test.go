@@ -909,6 +909,7 @@ func TestBalancePartialStreamsChargeWhatWasDelivered(t *testing.T) {
 			handler: func(w http.ResponseWriter, _ *http.Request, _ []byte) { startUpstreamStream(w) }},
 	} {
 		t.Run(tc.name+" is not charged", func(t *testing.T) {
+			resetHealth()
 			env.up.handle(tc.handler)
 			b := chatBody(publicModel, "")
 			if tc.stream {
@@ -937,6 +938,7 @@ func TestBalancePartialStreamsChargeWhatWasDelivered(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name+" is charged for what was delivered", func(t *testing.T) {
+			resetHealth()
 			env.up.handle(func(w http.ResponseWriter, r *http.Request, b []byte) {
 				req, _ := parseUpstreamRequest(b)
 				streamPieces(w, req.Model, delivered)

@@ -39,12 +39,25 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //		demo           [on|off]
 //		max_request_body <size>
 //		default_max_output_tokens <n>
+//		request_timeout <duration>
+//		failover {
+//			attempts     <n>
+//			try_duration <duration>
+//		}
+//		breaker {
+//			failures     <n>
+//			error_rate   <0..1>
+//			window       <n>
+//			cooldown     <duration>
+//			max_cooldown <duration>
+//		}
 //		provider <name> {
 //			type     openai|anthropic|mock
 //			base_url <url>
 //			api_key  <key, as {env.NAME}>
 //			dial_timeout <duration>
 //			response_header_timeout <duration>
+//			idle_timeout <duration>
 //			# mock only:
 //			format openai|anthropic
 //			time_to_first_token <duration>
@@ -53,7 +66,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //			error_rate <0..1>
 //		}
 //		model <id> {
-//			deploy <provider> <provider-model-id> [<weight>]
+//			deploy <provider> <provider-model-id> [<weight>] [weight <n>] [api_key <key>]
 //			price input <usd> output <usd> [cached_input <usd>]  # per 1M tokens
 //			context_length <n>
 //			max_output_tokens <n>
@@ -83,6 +96,25 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			continue
+		case "failover":
+			if err := a.unmarshalFailover(d); err != nil {
+				return err
+			}
+			continue
+		case "breaker":
+			if err := a.unmarshalBreaker(d); err != nil {
+				return err
+			}
+			continue
+		case "request_timeout":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			dur, err := caddy.ParseDuration(d.Val())
+			if err != nil || dur <= 0 {
+				return d.Errf("request_timeout %q: expected a positive duration such as 30m", d.Val())
+			}
+			a.RequestTimeout = caddy.Duration(dur)
 		case "max_request_body":
 			if !d.NextArg() {
 				return d.ArgErr()
@@ -172,7 +204,7 @@ func (a *App) unmarshalProvider(d *caddyfile.Dispenser) error {
 			pc.BaseURL = val
 		case "api_key":
 			pc.APIKey = val
-		case "dial_timeout", "response_header_timeout", "time_to_first_token":
+		case "dial_timeout", "response_header_timeout", "idle_timeout", "time_to_first_token":
 			dur, err := caddy.ParseDuration(val)
 			if err != nil || dur < 0 {
 				return d.Errf("provider %s: %s %q: expected a duration such as 10s", name, opt, val)
@@ -182,6 +214,8 @@ func (a *App) unmarshalProvider(d *caddyfile.Dispenser) error {
 				pc.DialTimeout = caddy.Duration(dur)
 			case "response_header_timeout":
 				pc.ResponseHeaderTimeout = caddy.Duration(dur)
+			case "idle_timeout":
+				pc.IdleTimeout = caddy.Duration(dur)
 			default:
 				pc.TimeToFirstToken = caddy.Duration(dur)
 			}
@@ -241,16 +275,9 @@ func (a *App) unmarshalModel(d *caddyfile.Dispenser) error {
 		args := d.RemainingArgs()
 		switch opt {
 		case "deploy":
-			if len(args) != 2 && len(args) != 3 {
-				return d.Errf("model %s: expected deploy <provider> <provider-model-id> [<weight>]", mc.ID)
-			}
-			dc := DeploymentConfig{Provider: args[0], Model: args[1]}
-			if len(args) == 3 {
-				w, err := strconv.Atoi(args[2])
-				if err != nil || w <= 0 || w > upstream.MaxWeight {
-					return d.Errf("model %s: deploy weight %q: expected a whole number from 1 to %d", mc.ID, args[2], upstream.MaxWeight)
-				}
-				dc.Weight = w
+			dc, err := parseDeploy(args)
+			if err != nil {
+				return d.Errf("model %s: %v", mc.ID, err)
 			}
 			mc.Deployments = append(mc.Deployments, dc)
 		case "price":
@@ -286,6 +313,146 @@ func (a *App) unmarshalModel(d *caddyfile.Dispenser) error {
 		return d.Errf("model %s: a price line is required (price input <usd> output <usd>, per 1M tokens)", mc.ID)
 	}
 	a.Models = append(a.Models, mc)
+	return nil
+}
+
+// parseDeploy reads `<provider> <provider-model-id> [<weight>] [weight <n>]
+// [api_key <key>]`.
+func parseDeploy(args []string) (DeploymentConfig, error) {
+	const syntax = "expected deploy <provider> <provider-model-id> [<weight>] [weight <n>] [api_key <key>]"
+	if len(args) < 2 {
+		return DeploymentConfig{}, fmt.Errorf("%s", syntax)
+	}
+	dc := DeploymentConfig{Provider: args[0], Model: args[1]}
+	rest := args[2:]
+	weight := func(v string) error {
+		w, err := strconv.Atoi(v)
+		if err != nil || w <= 0 || w > upstream.MaxWeight {
+			return fmt.Errorf("deploy weight %q: expected a whole number from 1 to %d", v, upstream.MaxWeight)
+		}
+		if dc.Weight != 0 {
+			return fmt.Errorf("deploy weight given twice")
+		}
+		dc.Weight = w
+		return nil
+	}
+	if len(rest)%2 == 1 {
+		if err := weight(rest[0]); err != nil {
+			return dc, err
+		}
+		rest = rest[1:]
+	}
+	for i := 0; i < len(rest); i += 2 {
+		switch rest[i] {
+		case "weight":
+			if err := weight(rest[i+1]); err != nil {
+				return dc, err
+			}
+		case "api_key":
+			if dc.APIKey != "" {
+				return dc, fmt.Errorf("deploy api_key given twice")
+			}
+			dc.APIKey = rest[i+1]
+		default:
+			return dc, fmt.Errorf("deploy option %q: %s", rest[i], syntax)
+		}
+	}
+	return dc, nil
+}
+
+// unmarshalFailover reads the failover block.
+func (a *App) unmarshalFailover(d *caddyfile.Dispenser) error {
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	f := new(FailoverConfig)
+	seen := make(map[string]bool)
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		opt := d.Val()
+		if seen[opt] {
+			return d.Errf("failover: %s already specified", opt)
+		}
+		seen[opt] = true
+		if !d.NextArg() {
+			return d.ArgErr()
+		}
+		val := d.Val()
+		switch opt {
+		case "attempts":
+			n, err := strconv.Atoi(val)
+			if err != nil || n <= 0 || n > upstream.MaxDeployments {
+				return d.Errf("failover: attempts %q: expected a whole number from 1 to %d", val, upstream.MaxDeployments)
+			}
+			f.Attempts = n
+		case "try_duration":
+			dur, err := caddy.ParseDuration(val)
+			if err != nil || dur <= 0 {
+				return d.Errf("failover: try_duration %q: expected a positive duration such as 60s", val)
+			}
+			f.TryDuration = caddy.Duration(dur)
+		default:
+			return d.Errf("failover: unrecognized option %q", opt)
+		}
+		if d.NextArg() {
+			return d.ArgErr()
+		}
+	}
+	a.Failover = f
+	return nil
+}
+
+// unmarshalBreaker reads the breaker block.
+func (a *App) unmarshalBreaker(d *caddyfile.Dispenser) error {
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	b := new(BreakerConfig)
+	seen := make(map[string]bool)
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		opt := d.Val()
+		if seen[opt] {
+			return d.Errf("breaker: %s already specified", opt)
+		}
+		seen[opt] = true
+		if !d.NextArg() {
+			return d.ArgErr()
+		}
+		val := d.Val()
+		switch opt {
+		case "failures", "window":
+			n, err := strconv.Atoi(val)
+			if err != nil || n <= 0 || (opt == "window" && n > 64) {
+				return d.Errf("breaker: %s %q: expected a positive whole number (window: at most 64)", opt, val)
+			}
+			if opt == "failures" {
+				b.Failures = n
+			} else {
+				b.Window = n
+			}
+		case "error_rate":
+			f, err := strconv.ParseFloat(val, 64)
+			if err != nil || f <= 0 || f > 1 {
+				return d.Errf("breaker: error_rate %q: expected a fraction above 0, at most 1, such as 0.5", val)
+			}
+			b.ErrorRate = f
+		case "cooldown", "max_cooldown":
+			dur, err := caddy.ParseDuration(val)
+			if err != nil || dur <= 0 {
+				return d.Errf("breaker: %s %q: expected a positive duration such as 30s", opt, val)
+			}
+			if opt == "cooldown" {
+				b.Cooldown = caddy.Duration(dur)
+			} else {
+				b.MaxCooldown = caddy.Duration(dur)
+			}
+		default:
+			return d.Errf("breaker: unrecognized option %q", opt)
+		}
+		if d.NextArg() {
+			return d.ArgErr()
+		}
+	}
+	a.Breaker = b
 	return nil
 }
 

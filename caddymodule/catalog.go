@@ -1,6 +1,8 @@
 package caddymodule
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"net"
 	"net/http"
@@ -42,9 +44,18 @@ type ProviderConfig struct {
 	DialTimeout caddy.Duration `json:"dial_timeout,omitempty"`
 
 	// ResponseHeaderTimeout bounds the wait for the provider's response
-	// headers once the request is sent (for streams, roughly the time to
-	// the first token). Default: 5m.
+	// headers once the request is sent: for a non-streamed answer that is
+	// the whole generation, for a stream its start. A deployment that
+	// times out counts as failed and the request moves on to the next one.
+	// Default: 5m.
 	ResponseHeaderTimeout caddy.Duration `json:"response_header_timeout,omitempty"`
+
+	// IdleTimeout bounds the wait between reads of an answer after its
+	// headers: between stream events. A stream that stalls longer ends
+	// with an in-band error (or, before its first event, moves to the next
+	// deployment). Raise it for models that think silently for long.
+	// Default: 5m.
+	IdleTimeout caddy.Duration `json:"idle_timeout,omitempty"`
 
 	// TimeToFirstToken (mock only) delays the first token. Default: 0.
 	TimeToFirstToken caddy.Duration `json:"time_to_first_token,omitempty"`
@@ -65,8 +76,14 @@ type DeploymentConfig struct {
 	Provider string `json:"provider"`
 	// Model is the provider's own id for the model; clients never see it.
 	Model string `json:"model"`
-	// Weight shares traffic between a model's deployments. Default: 1.
+	// Weight shares traffic between a model's deployments, in proportion,
+	// when they are equally fast and idle. Default: 1.
 	Weight int `json:"weight,omitempty"`
+	// APIKey, when set, replaces the provider's api_key for this
+	// deployment, so that one provider can serve a model through several
+	// keys (each with its own rate limits and health). A placeholder such
+	// as `{env.OPENAI_KEY_2}`, like the provider's.
+	APIKey string `json:"api_key,omitempty"`
 }
 
 // ModelConfig is one public model.
@@ -89,16 +106,18 @@ type ModelConfig struct {
 }
 
 // healths holds each deployment's passive health, keyed by what the
-// deployment is (provider name, type, base URL and model), so a config
-// reload keeps it. Each App releases the keys it acquired in Cleanup.
+// deployment is (provider name, type, base URL, model and a digest of the
+// key it uses), so a config reload keeps it. Each App releases the keys it
+// acquired in Cleanup.
 var healths = caddy.NewUsagePool()
 
 type healthEntry struct{ *upstream.Health }
 
 func (healthEntry) Destruct() error { return nil }
 
-func (a *App) acquireHealth(provider string, pc *ProviderConfig, model string) *upstream.Health {
-	key := provider + "\x00" + pc.Type + "\x00" + pc.BaseURL + "\x00" + model
+func (a *App) acquireHealth(provider string, pc *ProviderConfig, model, apiKey string) *upstream.Health {
+	digest := sha256.Sum256([]byte(apiKey))
+	key := provider + "\x00" + pc.Type + "\x00" + pc.BaseURL + "\x00" + model + "\x00" + hex.EncodeToString(digest[:8])
 	val, _, _ := healths.LoadOrNew(key, func() (caddy.Destructor, error) {
 		return healthEntry{new(upstream.Health)}, nil
 	})
@@ -144,8 +163,16 @@ func (a *App) buildCatalog() (*upstream.Catalog, map[string]billing.Price, error
 			if dc.Weight < 0 {
 				return nil, nil, fmt.Errorf("model %s: deploy weight must be positive", mc.ID)
 			}
-			m.Deployments = append(m.Deployments, &upstream.Deployment{Provider: p, Model: dc.Model, Weight: dc.Weight,
-				Health: a.acquireHealth(dc.Provider, a.Providers[dc.Provider], dc.Model)})
+			key, err := repl.ReplaceOrErr(dc.APIKey, true, true)
+			if err != nil {
+				return nil, nil, fmt.Errorf("model %s: deploy on %s: api_key: %w", mc.ID, dc.Provider, err)
+			}
+			effective := key
+			if effective == "" {
+				effective = p.APIKey
+			}
+			m.Deployments = append(m.Deployments, &upstream.Deployment{Provider: p, Model: dc.Model, Weight: dc.Weight, APIKey: key,
+				Health: a.acquireHealth(dc.Provider, a.Providers[dc.Provider], dc.Model, effective)})
 		}
 		if m.OwnedBy == "" && len(m.Deployments) > 0 {
 			m.OwnedBy = m.Deployments[0].Provider.Name
@@ -196,17 +223,21 @@ func newProvider(name string, pc *ProviderConfig, repl *caddy.Replacer) (*upstre
 	default:
 		client = &http.Client{Transport: newTransport(pc)}
 	}
-	return upstream.NewProvider(name, typ, base, key, client)
+	p, err := upstream.NewProvider(name, typ, base, key, client)
+	if err != nil {
+		return nil, err
+	}
+	p.ResponseHeaderTimeout, p.IdleTimeout = time.Duration(pc.ResponseHeaderTimeout), time.Duration(pc.IdleTimeout)
+	return p, nil
 }
 
-// newTransport is one provider's connection pool.
+// newTransport is one provider's connection pool. The proxy times the
+// wait for response headers and between reads itself, for every provider
+// type alike; the transport bounds connecting.
 func newTransport(pc *ProviderConfig) *http.Transport {
-	dial, header := time.Duration(pc.DialTimeout), time.Duration(pc.ResponseHeaderTimeout)
+	dial := time.Duration(pc.DialTimeout)
 	if dial <= 0 {
 		dial = 10 * time.Second
-	}
-	if header <= 0 {
-		header = 5 * time.Minute
 	}
 	return &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
@@ -216,7 +247,6 @@ func newTransport(pc *ProviderConfig) *http.Transport {
 		MaxIdleConnsPerHost:   256,
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   dial,
-		ResponseHeaderTimeout: header,
 		ExpectContinueTimeout: time.Second,
 	}
 }

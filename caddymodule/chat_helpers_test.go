@@ -656,3 +656,13 @@ func tail(b []byte) []byte {
 	}
 	return b
 }
+
+// resetHealth closes every deployment's circuit and forgets its counters,
+// so that a case that asserts one answer's mapping is not answered by
+// what earlier cases taught the gateway about the same upstream.
+func resetHealth() {
+	healths.Range(func(_, v any) bool {
+		v.(healthEntry).Reset()
+		return true
+	})
+}

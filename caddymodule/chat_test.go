@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2/caddytest"
 	"github.com/openai/openai-go/v3"
@@ -635,6 +636,7 @@ func TestChatUpstreamFailures(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			resetHealth()
 			env.up.handle(tc.handler)
 			resp := postChat(t, env.key.Key, chatBody(publicModel, ""))
 			assertChatError(t, resp, tc.status, tc.typ, tc.code, tc.param)
@@ -660,6 +662,7 @@ func TestChatUpstreamFailures(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			resetHealth()
 			env.up.handle(func(w http.ResponseWriter, r *http.Request, body []byte) {
 				req, _ := parseUpstreamRequest(body)
 				startUpstreamStream(w)
@@ -692,6 +695,7 @@ func TestChatUpstreamFailures(t *testing.T) {
 	}
 
 	t.Run("an upstream's own error event mid-stream does not reveal the upstream model", func(t *testing.T) {
+		resetHealth()
 		env.up.handle(func(w http.ResponseWriter, r *http.Request, body []byte) {
 			req, _ := parseUpstreamRequest(body)
 			startUpstreamStream(w)
@@ -731,7 +735,7 @@ func TestChatUpstreamUnreachable(t *testing.T) {
 	env := startChat(t, chatOptions{baseURL: "http://" + addr + "/v1"})
 
 	resp := postChat(t, env.key.Key, chatBody(publicModel, ""))
-	assertChatError(t, resp, http.StatusBadGateway, "server_error", "upstream_unavailable", "")
+	assertChatError(t, resp, http.StatusServiceUnavailable, "server_error", "upstream_unavailable", "")
 	if strings.Contains(string(resp.Body), addr) {
 		t.Errorf("the answer reveals the provider's address: %s", resp.Body)
 	}
@@ -847,6 +851,7 @@ type testStatus struct {
 }
 
 func TestStatusReportsDeploymentHealth(t *testing.T) {
+	resetHealth()
 	env := startChat(t, chatOptions{})
 	status := func(t *testing.T, wantHTTP int) testStatus {
 		t.Helper()
@@ -877,15 +882,19 @@ func TestStatusReportsDeploymentHealth(t *testing.T) {
 	env.up.handle(func(w http.ResponseWriter, _ *http.Request, _ []byte) {
 		writeUpstreamError(w, http.StatusInternalServerError, "server_error", "The server had an error.")
 	})
-	for i := 1; i <= 3; i++ {
+	// The default breaker opens after five failures in a row.
+	for i := 1; i <= 5; i++ {
 		if resp := postChat(t, env.key.Key, chatBody(publicModel, "")); resp.Status != http.StatusBadGateway {
 			t.Fatalf("failure %d: status %d, want 502; body %s", i, resp.Status, resp.Body)
 		}
-		if i == 2 {
+		if i == 4 {
 			assertHealth(t, status(t, http.StatusOK), "ok", "ok")
 		}
 	}
-	assertHealth(t, status(t, http.StatusServiceUnavailable), "down", "failing")
+	s := status(t, http.StatusServiceUnavailable)
+	if m := s.Models[publicModel]; s.Status != "down" || m.Status != "down" || len(m.Deployments) != 1 || m.Deployments[0].Status != "open" {
+		t.Errorf("status %+v, want down overall, gpt-5.2 down and its deployment open", s)
+	}
 }
 
 func TestChatUsageReachesTheAccessLog(t *testing.T) {
@@ -1081,11 +1090,16 @@ func TestCatalogErrorsFailTheLoad(t *testing.T) {
 }
 
 func TestDeploymentHealthSurvivesReload(t *testing.T) {
+	resetHealth()
+	clock := &limitClock{base: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}
+	saved := healthNow
+	healthNow = clock.now
+	t.Cleanup(func() { healthNow = saved })
 	env := startChat(t, chatOptions{})
 	env.up.handle(func(w http.ResponseWriter, _ *http.Request, _ []byte) {
 		writeUpstreamError(w, http.StatusInternalServerError, "server_error", "The server had an error.")
 	})
-	for i := 1; i <= 3; i++ {
+	for i := 1; i <= 5; i++ {
 		if resp := postChat(t, env.key.Key, chatBody(publicModel, "")); resp.Status != http.StatusBadGateway {
 			t.Fatalf("failure %d: status %d, want 502", i, resp.Status)
 		}
@@ -1098,8 +1112,8 @@ func TestDeploymentHealthSurvivesReload(t *testing.T) {
 		}
 		return s.Models[publicModel].Deployments[0].Status
 	}
-	if got := statusOf(); got != "failing" {
-		t.Fatalf("before the reload the deployment is %s, want failing", got)
+	if got := statusOf(); got != "open" {
+		t.Fatalf("before the reload the deployment is %s, want open", got)
 	}
 
 	// The same deployment in a changed config (an extra route) keeps its
@@ -1109,10 +1123,16 @@ func TestDeploymentHealthSurvivesReload(t *testing.T) {
 		t.Fatal("could not change the config")
 	}
 	env.tester.InitServer(reloaded, "caddyfile")
-	if got := statusOf(); got != "failing" {
-		t.Fatalf("after the reload the deployment is %s, want failing: reloads must keep health", got)
+	if got := statusOf(); got != "open" {
+		t.Fatalf("after the reload the deployment is %s, want open: reloads must keep health", got)
 	}
 
+	// After the cool-down the next request is the probe; its success
+	// closes the circuit.
+	clock.advance(30 * time.Second)
+	if got := statusOf(); got != "half_open" {
+		t.Fatalf("after the cool-down the deployment is %s, want half_open", got)
+	}
 	env.up.handle(replyWith(standardReply))
 	if resp := postChat(t, env.key.Key, chatBody(publicModel, "")); resp.Status != http.StatusOK {
 		t.Fatalf("status %d after the upstream recovered", resp.Status)

@@ -234,7 +234,14 @@ func (c *cli) register(cmd *cobra.Command) {
 		},
 	}
 
-	cmd.AddCommand(accounts, keys, ledger, usage, audit, request)
+	upstreams := &cobra.Command{
+		Use: "upstreams", Short: "Shows each model's deployments: circuit state, requests in flight, latency, recent failures", Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			return c.do(http.MethodGet, "/arcane/upstreams", nil, c.printUpstreams)
+		},
+	}
+
+	cmd.AddCommand(accounts, keys, ledger, usage, audit, request, upstreams)
 }
 
 // setFlags copies cmd's named string flags that are set into q.
@@ -422,7 +429,7 @@ func (c *cli) printEntry(data []byte) error {
 		{"request", e.RequestID}, {"account", e.AccountID}, {"seq", strconv.FormatUint(e.Seq, 10)},
 		{"time", e.Time.Format(time.RFC3339Nano)}, {"kind", string(e.Kind)}, {"amount", e.Amount.String()},
 		{"balance", e.Balance.String()}, {"model", e.Model}, {"deployment", e.Deployment}, {"key", e.KeyID},
-		{"tokens", tokensText(&e)}, {"basis", e.Basis}, {"outcome", e.Outcome}, {"note", e.Note},
+		{"tokens", tokensText(&e)}, {"basis", e.Basis}, {"outcome", e.Outcome}, {"attempts", attemptsText(e.Attempts)}, {"note", e.Note},
 	} {
 		if f[1] != "" {
 			fmt.Fprintf(tw, "%s\t%s\n", f[0], f[1])
@@ -438,6 +445,13 @@ func (c *cli) entryRows(rows []billing.Entry) error {
 				e.Amount, e.Balance, e.Model, e.KeyID, tokensText(&e), e.RequestID, e.Note)
 		}
 	})
+}
+
+func attemptsText(n int) string {
+	if n == 0 {
+		return ""
+	}
+	return strconv.Itoa(n)
 }
 
 // tokensText says what a charge used: "1200 in (200 cached), 30 out".

@@ -66,6 +66,12 @@ func (h *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Ha
 	c.Exchange = x
 	err := h.app.proxy.Forward(r.Context(), w, x)
 	logExchange(r, x)
+	for i, t := range x.Tries {
+		h.logger.Warn("deployment failed; request moved to the next",
+			zap.String("request_id", c.ID), zap.String("model", c.Model.ID), zap.String("deployment", t.Deployment.Name()),
+			zap.Int("attempt", i+1), zap.Int("status", t.Err.Status), zap.String("code", t.Err.Code),
+			zap.Duration("duration", t.Duration), zap.Error(t.Err.Err))
+	}
 	if err == nil {
 		return nil
 	}
@@ -80,7 +86,8 @@ func (h *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Ha
 		return caddyhttp.Error(499, err)
 	}
 	h.logger.Warn("upstream refused chat completion",
-		zap.String("model", c.Model.ID), zap.String("deployment", deploymentName(x)), zap.Error(err))
+		zap.String("request_id", c.ID), zap.String("model", c.Model.ID), zap.String("deployment", deploymentName(x)),
+		zap.Int("attempts", x.Attempts), zap.Error(err))
 	if ue.RetryAfter != "" {
 		w.Header().Set("Retry-After", ue.RetryAfter)
 	}
@@ -97,6 +104,7 @@ func logExchange(r *http.Request, x *upstream.Exchange) {
 	extra.Add(zap.String("arcane_model", x.Model.ID))
 	extra.Add(zap.String("arcane_deployment", deploymentName(x)))
 	extra.Add(zap.String("arcane_outcome", string(x.Outcome)))
+	extra.Add(zap.Int("arcane_attempts", x.Attempts))
 	if x.Basis != "" {
 		extra.Add(zap.String("arcane_usage_basis", string(x.Basis)))
 		extra.Add(zap.Int64("arcane_prompt_tokens", x.Usage.PromptTokens))

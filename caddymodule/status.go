@@ -11,6 +11,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
+
+	"github.com/arcaneapi/caddy-arcane/upstream"
 )
 
 func init() {
@@ -20,10 +22,10 @@ func init() {
 }
 
 // Status answers `GET /v1/status`, the health check: the overall `status`
-// (`ok`; `degraded` when some model has no healthy deployment; `down`, with
+// (`ok`; `degraded` when some deployment's circuit is open; `down`, with
 // 503, when the store cannot be read or no model can be served), arcane's
-// version, the store's state, and each model's deployments by provider. It
-// is a terminal handler.
+// version, the store's state, and each model's deployments by provider
+// with their circuit state. It is a terminal handler.
 type Status struct {
 	app    *App
 	logger *zap.Logger
@@ -78,18 +80,33 @@ func (h *Status) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 		return nil
 	}
 	body := statusBody{Status: "ok", Version: version(), Store: storeStatus{Status: "ok"}, Models: map[string]modelStatus{}}
-	models, failing := h.app.catalog.Models(), 0
+	models, down, degraded, now := h.app.catalog.Models(), 0, 0, healthNow()
 	for _, m := range models {
-		ms := modelStatus{Status: "failing"}
+		ms := modelStatus{Status: "ok"}
+		available := 0
 		for _, d := range m.Deployments {
-			ds := deploymentStatus{Provider: d.Provider.Name, Status: "failing"}
-			if d.Healthy() {
-				ds.Status, ms.Status = "ok", "ok"
+			snap := d.Health.Snapshot(now)
+			ds := deploymentStatus{Provider: d.Provider.Name, Status: "ok"}
+			switch snap.State {
+			case upstream.StateOpen:
+				ds.Status = "open"
+			case upstream.StateHalfOpen:
+				ds.Status = "half_open"
+			}
+			if ds.Status != "ok" {
+				ms.Status = "degraded"
+			}
+			if d.Health.Available(now) {
+				available++
 			}
 			ms.Deployments = append(ms.Deployments, ds)
 		}
-		if ms.Status != "ok" {
-			failing++
+		switch {
+		case available == 0:
+			ms.Status = "down"
+			down++
+		case ms.Status != "ok":
+			degraded++
 		}
 		body.Models[m.ID] = ms
 	}
@@ -99,9 +116,9 @@ func (h *Status) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 	case storeErr != nil:
 		h.logger.Error("store health check failed", zap.Error(storeErr))
 		body.Status, body.Store.Status, status = "down", "unavailable", http.StatusServiceUnavailable
-	case len(models) > 0 && failing == len(models):
+	case len(models) > 0 && down == len(models):
 		body.Status, status = "down", http.StatusServiceUnavailable
-	case failing > 0:
+	case down > 0 || degraded > 0:
 		body.Status = "degraded"
 	}
 	w.Header().Set("Content-Type", "application/json")

@@ -7,8 +7,9 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
-	"sync/atomic"
+	"time"
 )
 
 // ProviderType is the wire format a provider speaks.
@@ -33,6 +34,12 @@ type Provider struct {
 	// token; empty sends none (local servers).
 	APIKey string
 	Client *http.Client
+	// ResponseHeaderTimeout bounds the wait for the response headers once
+	// a request is sent; IdleTimeout, the wait between reads of the answer
+	// after them (between stream events). Zero means the defaults,
+	// DefaultResponseHeaderTimeout and DefaultIdleTimeout.
+	ResponseHeaderTimeout time.Duration
+	IdleTimeout           time.Duration
 }
 
 // NewProvider checks a provider's settings and returns it.
@@ -74,43 +81,35 @@ type Deployment struct {
 	// Model is the provider's id for the model; clients never see it.
 	Model  string
 	Weight int
+	// APIKey, when set, replaces the provider's key for this deployment:
+	// deployments of one provider may differ only by key.
+	APIKey string
 
 	// Health is the deployment's passive health. The gateway shares one
 	// per deployment across config reloads; NewCatalog gives a deployment
 	// without one a fresh one.
 	Health *Health
+
+	name string
 }
 
-// Health counts a deployment's consecutive failed requests (connection
-// errors, 5xx, rejected credentials); a success resets it. Circuit
-// breaking and failover will build on it. Safe for concurrent use.
-type Health struct {
-	failures atomic.Int64
-}
-
-// failingAfter is how many consecutive failures mark a deployment failing.
-const failingAfter = 3
-
-// Healthy reports whether the deployment's recent requests succeeded.
-func (h *Health) Healthy() bool { return h.failures.Load() < failingAfter }
-
-func (h *Health) observe(ok bool) {
-	if ok {
-		if h.failures.Load() != 0 {
-			h.failures.Store(0)
-		}
-		return
+// Name identifies the deployment in logs, ledger rows and the admin API:
+// provider/model, with #2, #3, ... for further deployments of one model on
+// the same provider model (which differ by key).
+func (d *Deployment) Name() string {
+	if d.name != "" {
+		return d.name
 	}
-	h.failures.Add(1)
+	return d.Provider.Name + "/" + d.Model
 }
 
-// Healthy reports whether the deployment's recent requests succeeded.
-func (d *Deployment) Healthy() bool { return d.Health.Healthy() }
-
-func (d *Deployment) observe(ok bool) { d.Health.observe(ok) }
-
-// Name identifies the deployment in logs and ledger rows: provider/model.
-func (d *Deployment) Name() string { return d.Provider.Name + "/" + d.Model }
+// key is the key sent to the provider for this deployment.
+func (d *Deployment) key() string {
+	if d.APIKey != "" {
+		return d.APIKey
+	}
+	return d.Provider.APIKey
+}
 
 // Model is a public model: what clients ask for by id.
 type Model struct {
@@ -126,6 +125,9 @@ type Model struct {
 
 	totalWeight int
 }
+
+// MaxDeployments bounds a model's deployments.
+const MaxDeployments = 64
 
 // MaxWeight bounds a deployment's weight, so that a model's total weight
 // cannot overflow.
@@ -152,8 +154,18 @@ func NewCatalog(models []*Model) (*Catalog, error) {
 		if len(m.Deployments) == 0 {
 			return nil, fmt.Errorf("model %s has no deployment", m.ID)
 		}
+		if len(m.Deployments) > MaxDeployments {
+			return nil, fmt.Errorf("model %s has %d deployments; at most %d", m.ID, len(m.Deployments), MaxDeployments)
+		}
 		m.totalWeight = 0
+		names := make(map[string]int, len(m.Deployments))
 		for _, d := range m.Deployments {
+			base := d.Provider.Name + "/" + d.Model
+			names[base]++
+			d.name = base
+			if n := names[base]; n > 1 {
+				d.name = base + "#" + strconv.Itoa(n)
+			}
 			if d.Weight <= 0 {
 				d.Weight = 1
 			}
@@ -181,18 +193,73 @@ func (c *Catalog) Lookup(id string) (*Model, bool) {
 // Models lists the public models in id order.
 func (c *Catalog) Models() []*Model { return c.sorted }
 
-// Pick chooses a deployment for one request, by weight. Health-aware
-// selection and failover will replace this; callers already go through it.
-func (m *Model) Pick() *Deployment {
-	if len(m.Deployments) == 1 {
-		return m.Deployments[0]
-	}
-	n := rand.IntN(m.totalWeight)
-	for _, d := range m.Deployments {
-		if n < d.Weight {
-			return d
+// pick chooses a deployment for one attempt at a request, among those not
+// in tried (a set of indexes into m.Deployments): the probe of a half-open
+// circuit first, so that a recovered deployment comes back at once; else
+// the closed deployment with the lowest score
+//
+//	latency estimate × (requests in flight + E) / weight
+//
+// where E is drawn from the exponential distribution with mean 1. With
+// nothing in flight and equal latencies that picks deployment i with
+// probability weight_i / Σ weights, exactly; requests in flight and
+// latency push traffic away from a busy or slow deployment in proportion.
+// A deployment never measured counts as fast as the fastest one measured.
+// It returns -1 when no deployment is available.
+func (m *Model) pick(now time.Time, tried uint64) int {
+	var fastest int64
+	for i, d := range m.Deployments {
+		if tried&(1<<i) != 0 {
+			continue
 		}
-		n -= d.Weight
+		ok, probe := d.Health.available(now)
+		if ok && probe && d.Health.claimProbe(now) {
+			return i
+		}
+		if l := d.Health.latency.Load(); ok && !probe && l > 0 && (fastest == 0 || l < fastest) {
+			fastest = l
+		}
 	}
-	return m.Deployments[len(m.Deployments)-1]
+	if fastest == 0 {
+		fastest = 1
+	}
+	best, bestScore := -1, 0.0
+	for i, d := range m.Deployments {
+		if tried&(1<<i) != 0 || State(d.Health.state.Load()) != StateClosed {
+			continue
+		}
+		l := d.Health.latency.Load()
+		if l == 0 {
+			l = fastest
+		}
+		score := float64(l) * (float64(d.Health.inflight.Load()) + rand.ExpFloat64()) / float64(d.Weight)
+		if best < 0 || score < bestScore {
+			best, bestScore = i, score
+		}
+	}
+	return best
+}
+
+// reopens is when the first open circuit among m's deployments lets its
+// probe through (zero if none is open), and whether every deployment is
+// open because its provider answered 429.
+func (m *Model) reopens() (at time.Time, limited bool) {
+	var first int64
+	limited = true
+	for _, d := range m.Deployments {
+		if State(d.Health.state.Load()) != StateOpen {
+			limited = false
+			continue
+		}
+		if u := d.Health.until.Load(); first == 0 || u < first {
+			first = u
+		}
+		if d.Health.Snapshot(time.Time{}).Reason != "rate_limited" {
+			limited = false
+		}
+	}
+	if first == 0 {
+		return time.Time{}, false
+	}
+	return time.Unix(0, first), limited
 }

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 )
 
 func testProvider(t *testing.T, name string) *Provider {
@@ -89,7 +90,7 @@ func TestPickFollowsWeights(t *testing.T) {
 	const n = 20000
 	got := 0
 	for range n {
-		if m.Pick() == heavy {
+		if m.Deployments[m.pick(time.Now(), 0)] == heavy {
 			got++
 		}
 	}
@@ -97,23 +98,5 @@ func TestPickFollowsWeights(t *testing.T) {
 	// so 2 % either side never fails by chance.
 	if share := float64(got) / n; share < 0.73 || share > 0.77 {
 		t.Fatalf("heavy share = %.3f, want 0.75", share)
-	}
-}
-
-func TestDeploymentHealth(t *testing.T) {
-	d := &Deployment{Provider: testProvider(t, "p"), Model: "m", Health: new(Health)}
-	for i := range failingAfter - 1 {
-		d.observe(false)
-		if !d.Healthy() {
-			t.Fatalf("failing after %d failures, want %d", i+1, failingAfter)
-		}
-	}
-	d.observe(false)
-	if d.Healthy() {
-		t.Fatal("healthy after three consecutive failures")
-	}
-	d.observe(true)
-	if !d.Healthy() {
-		t.Fatal("still failing after a success")
 	}
 }

@@ -2,7 +2,6 @@ package upstream
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/arcaneapi/caddy-arcane/upstream/anthropic"
 	"github.com/arcaneapi/caddy-arcane/upstream/openai"
@@ -65,6 +65,10 @@ type Exchange struct {
 	// Refused reports bad input found only when translating the request
 	// for the deployment's provider: answered with a 400 before any call.
 	Refused bool
+	// Attempts counts the calls made to deployments (0 when none could be
+	// tried); Tries lists the failed ones that were moved on from.
+	Attempts int
+	Tries    []Try
 }
 
 // Error is a failure before anything was written to the client; the
@@ -79,6 +83,9 @@ type Error struct {
 	RetryAfter string
 	// Err is the cause, for logs; never shown to clients.
 	Err error
+	// retry: the deployment, not the request, failed; another deployment
+	// may serve the request.
+	retry bool
 }
 
 func (e *Error) Error() string {
@@ -108,6 +115,20 @@ type Proxy struct {
 	// one (Anthropic) when neither the request nor the model sets it.
 	// Zero means 4096.
 	DefaultMaxTokens int64
+
+	// Attempts bounds the calls one request makes, each to a different
+	// deployment. Zero means DefaultAttempts; 1 turns failover off.
+	Attempts int
+	// TryDuration is how long after the first attempt a new one may start.
+	// Zero means DefaultTryDuration.
+	TryDuration time.Duration
+	// RequestTimeout caps a request's whole time upstream, attempts and
+	// streaming included. Zero means DefaultRequestTimeout.
+	RequestTimeout time.Duration
+	// Breaker is the circuit-breaking policy for every deployment.
+	Breaker Breaker
+	// Now is the clock circuits are timed by; nil means time.Now.
+	Now func() time.Time
 }
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
@@ -115,50 +136,15 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &
 func getBuf() *[]byte  { return bufPool.Get().(*[]byte) }
 func putBuf(b *[]byte) { *b = (*b)[:0]; bufPool.Put(b) }
 
-// Forward sends x to a deployment of x.Model and writes the answer to w:
-// the JSON response, or the stream event by event, with the public model
-// id in place of the provider's. It returns an *Error when it failed before
-// writing anything (the caller answers it), and nil once the answer was
-// written, however it ended; x says how. ctx is the client's request
-// context: when the client goes away, the upstream request is cancelled.
-func (p *Proxy) Forward(ctx context.Context, w http.ResponseWriter, x *Exchange) error {
-	dep := x.Model.Pick()
-	x.Deployment = dep
-	x.Outcome = OutcomeUpstreamError
-
-	buf := getBuf()
-	defer putBuf(buf)
-	if dep.Provider.Type == TypeAnthropic {
-		return p.forwardAnthropic(ctx, w, x, buf)
-	}
-	*buf = x.Request.AppendUpstream((*buf)[:0], x.Body, dep.Model, x.Request.Stream)
-	resp, err := p.send(ctx, x, *buf, func(h http.Header) {
-		if dep.Provider.APIKey != "" {
-			h.Set("Authorization", "Bearer "+dep.Provider.APIKey)
-		}
-		for _, name := range forwardHeaders {
-			if v := x.Header.Values(name); len(v) > 0 {
-				h[name] = v
-			}
-		}
-	})
+// send posts body to the attempt's deployment with the headers every
+// provider gets and those auth adds, and returns a 200 response. Anything
+// else is the client's *Error, and the attempt records what it says of
+// the deployment.
+func (p *Proxy) send(a *attempt, x *Exchange, body []byte, auth func(http.Header)) (*http.Response, error) {
+	dep := a.dep
+	req, err := http.NewRequestWithContext(a.ctx, http.MethodPost, dep.Provider.Endpoint, bytes.NewReader(body))
 	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if x.Request.Stream {
-		return p.stream(ctx, w, resp, x)
-	}
-	return p.single(ctx, w, resp, x)
-}
-
-// send posts body to x's deployment with the headers every provider gets
-// and those auth adds, and returns a 200 response. Anything else is the
-// client's *Error, and the deployment's health learns of it.
-func (p *Proxy) send(ctx context.Context, x *Exchange, body []byte, auth func(http.Header)) (*http.Response, error) {
-	dep := x.Deployment
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, dep.Provider.Endpoint, bytes.NewReader(body))
-	if err != nil {
+		a.verdict = verdictNone
 		return nil, &Error{Status: http.StatusInternalServerError, Type: "server_error", Message: "The gateway could not build the upstream request.", Err: err}
 	}
 	h := req.Header
@@ -171,20 +157,24 @@ func (p *Proxy) send(ctx context.Context, x *Exchange, body []byte, auth func(ht
 	auth(h)
 	resp, err := dep.Provider.Client.Do(req)
 	if err != nil {
-		if ctx.Err() != nil {
+		if a.client.Err() != nil {
 			return nil, errClientClosed(x, err)
 		}
-		dep.observe(false)
-		return nil, &Error{Status: http.StatusBadGateway, Type: "server_error", Code: "upstream_unavailable",
-			Message: "The model's provider could not be reached. Retry with backoff.", Err: err}
+		if cause := a.timedOut(); cause != nil {
+			return nil, a.timeoutError(cause)
+		}
+		a.fail(err.Error())
+		return nil, &Error{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "upstream_unavailable",
+			Message: "The model's provider could not be reached. Retry with backoff.", Err: err, retry: true}
 	}
+	a.headers()
 	if resp.StatusCode != http.StatusOK {
 		defer resp.Body.Close()
-		s := resp.StatusCode
-		dep.observe(s != http.StatusUnauthorized && s != http.StatusForbidden && s < 500)
-		return nil, p.upstreamError(resp, x)
+		return nil, p.upstreamError(a, resp, x)
 	}
-	dep.observe(true)
+	if !x.Request.Stream {
+		a.firstByte()
+	}
 	return resp, nil
 }
 
@@ -198,9 +188,33 @@ func errClientClosed(x *Exchange, cause error) *Error {
 // upstreamError turns a provider's refusal into the client's error. The
 // provider rejecting the gateway's own credentials is the operator's
 // problem, never "your key is invalid".
-func (p *Proxy) upstreamError(resp *http.Response, x *Exchange) error {
+func (p *Proxy) upstreamError(a *attempt, resp *http.Response, x *Exchange) error {
 	status := resp.StatusCode
 	cause := fmt.Errorf("upstream %s answered HTTP %d", x.Deployment.Name(), status)
+	// Whatever says the deployment, not the request, is at fault moves the
+	// request to the next deployment.
+	switch {
+	case status == http.StatusTooManyRequests:
+		a.verdict, a.cause = verdictLimited, cause.Error()
+		if n, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && n > 0 {
+			a.bench = time.Duration(min(n, 3600)) * time.Second
+		}
+	case status >= 500 || status < 400 || status == http.StatusRequestTimeout ||
+		status == http.StatusUnauthorized || status == http.StatusForbidden || status == http.StatusNotFound ||
+		status == http.StatusPaymentRequired || status == http.StatusProxyAuthRequired:
+		a.fail(cause.Error())
+	default:
+		// The provider refused the request itself: the deployment works.
+		return p.requestRefused(resp, x, cause)
+	}
+	e := p.deploymentError(resp, status, cause)
+	e.retry = true
+	return e
+}
+
+// deploymentError is the client's answer when a deployment failed (or
+// asked for a pause) and no other could take the request.
+func (p *Proxy) deploymentError(resp *http.Response, status int, cause error) *Error {
 	switch {
 	case status == http.StatusUnauthorized || status == http.StatusForbidden ||
 		status == http.StatusPaymentRequired || status == http.StatusProxyAuthRequired:
@@ -219,15 +233,25 @@ func (p *Proxy) upstreamError(resp *http.Response, x *Exchange) error {
 		retry := retryAfter(resp)
 		return &Error{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "upstream_overloaded", RetryAfter: retry,
 			Message: "The model's provider is overloaded. Retry after " + retry + " seconds.", Err: cause}
-	case status == http.StatusRequestEntityTooLarge:
-		return &Error{Status: http.StatusRequestEntityTooLarge, Type: "invalid_request_error", Code: "request_too_large",
-			Message: "The model's provider refused the request as too large.", Err: cause}
 	case status == http.StatusNotFound:
 		return &Error{Status: http.StatusBadGateway, Type: "server_error", Code: "upstream_model_unavailable",
 			Message: "The model's provider does not know this model. This is a gateway configuration problem; contact the operator.", Err: cause}
-	case status >= 500 || status < 400:
-		return &Error{Status: http.StatusBadGateway, Type: "server_error", Code: "upstream_error",
-			Message: fmt.Sprintf("The model's provider failed (HTTP %d). Retry with backoff.", status), Err: cause}
+	case status == http.StatusRequestTimeout:
+		return &Error{Status: http.StatusGatewayTimeout, Type: "server_error", Code: "upstream_timeout",
+			Message: "The model's provider timed out. Retry with backoff.", Err: cause}
+	}
+	return &Error{Status: http.StatusBadGateway, Type: "server_error", Code: "upstream_error",
+		Message: fmt.Sprintf("The model's provider failed (HTTP %d). Retry with backoff.", status), Err: cause}
+}
+
+// requestRefused passes on a provider's refusal of the request itself (a
+// 4xx other than those deploymentError answers): its words, with its
+// model id replaced by the public one.
+func (p *Proxy) requestRefused(resp *http.Response, x *Exchange, cause error) *Error {
+	status := resp.StatusCode
+	if status == http.StatusRequestEntityTooLarge {
+		return &Error{Status: http.StatusRequestEntityTooLarge, Type: "invalid_request_error", Code: "request_too_large",
+			Message: "The model's provider refused the request as too large.", Err: cause}
 	}
 	// Other 4xx: the provider refused the request itself. Pass its words
 	// on, with its model id replaced by the public one.
@@ -279,17 +303,18 @@ func replaceModel(s, upstream, public string) string {
 }
 
 // single relays a non-streamed answer.
-func (p *Proxy) single(ctx context.Context, w http.ResponseWriter, resp *http.Response, x *Exchange) error {
+func (p *Proxy) single(a *attempt, w http.ResponseWriter, resp *http.Response, x *Exchange) error {
 	in := getBuf()
 	defer putBuf(in)
-	data, err := p.readAnswer(ctx, *in, resp, x)
+	data, err := p.readAnswer(a, *in, resp, x)
 	*in = data
 	if err != nil {
 		return err
 	}
 	if !json.Valid(data) {
+		a.fail("answer is not JSON")
 		return &Error{Status: http.StatusBadGateway, Type: "server_error", Code: "upstream_error",
-			Message: "The model's provider sent an answer that is not JSON.", Err: errors.New("invalid JSON from upstream")}
+			Message: "The model's provider sent an answer that is not JSON.", Err: errors.New("invalid JSON from upstream"), retry: true}
 	}
 	out := getBuf()
 	defer putBuf(out)
@@ -300,20 +325,25 @@ func (p *Proxy) single(ctx context.Context, w http.ResponseWriter, resp *http.Re
 
 // readAnswer reads a non-streamed upstream answer into buf, up to
 // MaxResponse; failures are the client's *Error.
-func (p *Proxy) readAnswer(ctx context.Context, buf []byte, resp *http.Response, x *Exchange) ([]byte, error) {
+func (p *Proxy) readAnswer(a *attempt, buf []byte, resp *http.Response, x *Exchange) ([]byte, error) {
 	limit := p.MaxResponse
 	if limit <= 0 {
 		limit = 32 << 20
 	}
-	data, err := readAll(buf, io.LimitReader(resp.Body, limit+1))
-	if err != nil && ctx.Err() != nil {
+	data, err := readAll(buf, io.LimitReader(resp.Body, limit+1), a)
+	if err != nil && a.client.Err() != nil {
 		return data, errClientClosed(x, err)
 	}
+	if cause := a.timedOut(); err != nil && cause != nil {
+		return data, a.timeoutError(cause)
+	}
 	if err != nil {
+		a.fail("answer broken off: " + err.Error())
 		return data, &Error{Status: http.StatusBadGateway, Type: "server_error", Code: "upstream_error",
-			Message: "The model's provider broke off its answer. Retry with backoff.", Err: err}
+			Message: "The model's provider broke off its answer. Retry with backoff.", Err: err, retry: true}
 	}
 	if int64(len(data)) > limit {
+		a.fail("answer too large")
 		return data, &Error{Status: http.StatusBadGateway, Type: "server_error", Code: "upstream_error",
 			Message: "The model's provider sent an answer larger than this gateway accepts.", Err: fmt.Errorf("response over %d bytes", limit)}
 	}
@@ -355,14 +385,18 @@ func (p *Proxy) withCost(dst, obj []byte, x *Exchange) []byte {
 	return openai.AppendUsageCost(dst, obj, x.Cost(num[:0], x.Usage))
 }
 
-// readAll is io.ReadAll into a reused buffer.
-func readAll(b []byte, r io.Reader) ([]byte, error) {
+// readAll is io.ReadAll into a reused buffer; each read restarts a's idle
+// timer.
+func readAll(b []byte, r io.Reader, a *attempt) ([]byte, error) {
 	for {
 		if len(b) == cap(b) {
 			b = append(b, 0)[:len(b)]
 		}
 		n, err := r.Read(b[len(b):cap(b)])
 		b = b[:len(b)+n]
+		if n > 0 {
+			a.touch()
+		}
 		if err == io.EOF {
 			return b, nil
 		}
@@ -378,8 +412,8 @@ const maxCountBuffer = 1 << 20
 
 // stream relays an SSE answer event by event. The client's headers are
 // written with the first event, so a provider that fails before sending
-// anything still gets a clean error answer (and, later, failover).
-func (p *Proxy) stream(ctx context.Context, w http.ResponseWriter, resp *http.Response, x *Exchange) error {
+// anything still leaves the request free to go to another deployment.
+func (p *Proxy) stream(a *attempt, w http.ResponseWriter, resp *http.Response, x *Exchange) error {
 	rc := http.NewResponseController(w)
 	rd := sse.NewReader(resp.Body, p.MaxEvent)
 	out := getBuf()
@@ -393,15 +427,34 @@ func (p *Proxy) stream(ctx context.Context, w http.ResponseWriter, resp *http.Re
 		counted                     int64
 		readErr                     error
 	)
+	first := getBuf()
+	defer putBuf(first)
 	for {
 		ev, err := rd.Next()
 		if err != nil {
 			readErr = err
 			break
 		}
+		a.touch()
 		if sse.IsDone(ev.Data) {
 			sawDone = true
 			break
+		}
+		if !isObject(ev.Data) {
+			readErr = errMalformed
+			break
+		}
+		msg, isError := errorEvent(ev.Data)
+		if isError && !x.Delivered {
+			// The provider failed before answering: nothing was sent, so
+			// another deployment may still answer.
+			a.fail("error event: " + msg)
+			return &Error{Status: http.StatusBadGateway, Type: "server_error", Code: "upstream_error",
+				Message: "The model's provider failed before answering. Retry with backoff.", Err: errors.New(msg), retry: true}
+		}
+		if !x.Delivered {
+			a.firstByte()
+			*first = append((*first)[:0], ev.Data...)
 		}
 		u, usageEvent := openai.ParseUsage(ev.Data)
 		if usageEvent {
@@ -417,7 +470,7 @@ func (p *Proxy) stream(ctx context.Context, w http.ResponseWriter, resp *http.Re
 				*text = (*text)[:0]
 			}
 		}
-		if msg, ok := errorEvent(ev.Data); ok {
+		if isError {
 			// The provider reported its own failure in band: pass it on,
 			// in OpenAI's shape and with the public model named, instead
 			// of adding a second one.
@@ -436,6 +489,9 @@ func (p *Proxy) stream(ctx context.Context, w http.ResponseWriter, resp *http.Re
 		if !emit(w, rc, x, *out) {
 			break
 		}
+		if sawError {
+			break
+		}
 	}
 	if gotUsage {
 		x.Basis = BasisUpstream
@@ -446,40 +502,46 @@ func (p *Proxy) stream(ctx context.Context, w http.ResponseWriter, resp *http.Re
 		x.Usage, x.Basis = u, BasisCounted
 	}
 	if x.Outcome == OutcomeClientClosed {
+		a.verdict = verdictNone
 		return nil
 	}
 	if !x.Delivered {
-		if ctx.Err() != nil {
-			return errClientClosed(x, ctx.Err())
+		if a.client.Err() != nil {
+			return errClientClosed(x, a.client.Err())
+		}
+		if cause := a.timedOut(); cause != nil {
+			return a.timeoutError(cause)
 		}
 		if !sawDone {
-			x.Deployment.observe(false)
+			a.fail(brokenCause(readErr))
+			msg := "The model's provider ended the stream before answering. Retry with backoff."
+			if errors.Is(readErr, errMalformed) {
+				msg = "The model's provider sent a stream this gateway could not read. Retry with backoff."
+			}
 			return &Error{Status: http.StatusBadGateway, Type: "server_error", Code: "upstream_error",
-				Message: "The model's provider ended the stream before answering. Retry with backoff.", Err: readErr}
+				Message: msg, Err: readErr, retry: true}
 		}
 		// An empty but complete stream: answer it as one.
 		startStream(w)
 		x.Delivered = true
 	}
-	if ctx.Err() != nil {
+	if a.client.Err() != nil {
 		x.Outcome = OutcomeClientClosed
 		return nil
 	}
+	*out = (*out)[:0]
 	switch {
 	case sawError:
-		(*out) = (*out)[:0]
+		a.fail("error event mid-stream")
 		x.Outcome = OutcomeUpstreamError
 	case !sawDone:
 		// The provider broke off mid-stream: say so in band, the way
 		// OpenRouter's clients expect, then end the stream cleanly.
-		*chunk = append((*chunk)[:0], `{"object":"chat.completion.chunk","model":`...)
-		model, _ := json.Marshal(x.Model.ID)
-		*chunk = append(*chunk, model...)
-		*chunk = append(*chunk, streamErrorTail...)
-		*out = sse.AppendData((*out)[:0], *chunk)
+		code, msg := a.brokenOff(readErr)
+		*chunk = appendStreamError((*chunk)[:0], *first, x.Model.ID, code, msg)
+		*out = sse.AppendData(*out, *chunk)
 		x.Outcome = OutcomeUpstreamError
 	default:
-		(*out) = (*out)[:0]
 		x.Outcome = OutcomeOK
 	}
 	*out = sse.AppendDone(*out)
@@ -491,8 +553,62 @@ func (p *Proxy) stream(ctx context.Context, w http.ResponseWriter, resp *http.Re
 	return nil
 }
 
-// streamErrorTail completes the in-band error chunk after its model.
-const streamErrorTail = `,"error":{"message":"The model's provider ended the stream unexpectedly.","type":"server_error","param":null,"code":"upstream_error"},"choices":[{"index":0,"delta":{},"finish_reason":"error"}]}`
+// brokenOff records why a stream that had started broke off, and returns
+// the in-band error's code and message.
+func (a *attempt) brokenOff(readErr error) (code, msg string) {
+	switch cause := a.timedOut(); {
+	case errors.Is(cause, errIdleTimeout):
+		a.fail(cause.Error())
+		return "upstream_timeout", "The model's provider stopped sending for " + a.idleTimeout.String() + "; the answer is incomplete."
+	case errors.Is(cause, errRequestTimeout):
+		a.fail(cause.Error())
+		return "upstream_timeout", "The request took longer than this gateway allows; the answer is incomplete."
+	case errors.Is(readErr, errMalformed):
+		a.fail(readErr.Error())
+		return "upstream_error", "The model's provider sent data this gateway could not read; the answer is incomplete."
+	}
+	a.fail(brokenCause(readErr))
+	return "upstream_error", "The model's provider ended the stream unexpectedly; the answer is incomplete."
+}
+
+func brokenCause(err error) string {
+	if err == nil || errors.Is(err, io.EOF) {
+		return "stream ended without [DONE]"
+	}
+	return "stream broken: " + err.Error()
+}
+
+// isObject reports whether data looks like a JSON object: what every
+// chunk of an OpenAI stream is. It is a cheap guard against a provider (or
+// a proxy in front of it) answering with something else, such as an HTML
+// error page framed as events.
+func isObject(data []byte) bool {
+	data = bytes.TrimSpace(data)
+	return len(data) >= 2 && data[0] == '{' && data[len(data)-1] == '}'
+}
+
+// appendStreamError appends the in-band error chunk that ends a broken
+// stream: OpenAI's error object beside a choice finished with "error", with
+// the id and created time of the stream's first chunk so that it matches
+// the chunks before it.
+func appendStreamError(dst, first []byte, model, code, msg string) []byte {
+	var head struct {
+		ID      string `json:"id"`
+		Created int64  `json:"created"`
+	}
+	_ = json.Unmarshal(first, &head)
+	id, _ := json.Marshal(head.ID)
+	m, _ := json.Marshal(model)
+	dst = append(dst, `{"id":`...)
+	dst = append(dst, id...)
+	dst = append(dst, `,"object":"chat.completion.chunk","created":`...)
+	dst = strconv.AppendInt(dst, head.Created, 10)
+	dst = append(dst, `,"model":`...)
+	dst = append(dst, m...)
+	dst = append(dst, `,"choices":[{"index":0,"delta":{},"finish_reason":"error"}],`...)
+	env := openai.MarshalError(msg, "server_error", "", code) // {"error":{…}}
+	return append(dst, env[1:]...)
+}
 
 // errorEvent reports whether a chunk is an error event, an object with a
 // top-level "error" member, and returns its message. Only chunks that

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/arcaneapi/caddy-arcane/upstream/openai"
 	"github.com/arcaneapi/caddy-arcane/upstream/tokens"
@@ -115,9 +116,9 @@ func TestForwardUpstreamErrors(t *testing.T) {
 		healthy    bool
 	}{
 		{"rejected gateway credentials are the operator's problem", 401, `{"error":{"message":"bad key"}}`, 502, "upstream_auth_failed", false},
-		{"an upstream rate limit is passed on with Retry-After", 429, ``, 429, "rate_limit_exceeded", true},
+		{"an upstream rate limit is passed on with Retry-After", 429, ``, 429, "rate_limit_exceeded", false},
 		{"an upstream failure is a bad gateway", 503, ``, 502, "upstream_error", false},
-		{"an upstream 404 means the deploy line is wrong", 404, ``, 502, "upstream_model_unavailable", true},
+		{"an upstream 404 means the deploy line is wrong", 404, ``, 502, "upstream_model_unavailable", false},
 		{"an upstream 400 keeps its words, with the public model", 400, `{"error":{"message":"private-2025 does not support x","type":"invalid_request_error","param":"x","code":"bad"}}`, 400, "bad", true},
 	}
 	for _, tc := range cases {
@@ -143,11 +144,9 @@ func TestForwardUpstreamErrors(t *testing.T) {
 			if w.Body.Len() != 0 {
 				t.Fatalf("something was written: %q", w.Body.String())
 			}
-			for range failingAfter - 1 {
-				x.Deployment.observe(tc.healthy)
-			}
-			if x.Deployment.Healthy() != tc.healthy {
-				t.Fatalf("healthy = %v after %d such answers, want %v", !tc.healthy, failingAfter, tc.healthy)
+			snap := x.Deployment.Health.Snapshot(time.Now())
+			if failed := snap.Failures == 1; failed == tc.healthy || snap.Requests != 1 {
+				t.Fatalf("health after one such answer: %+v, want it counted as healthy=%v", snap, tc.healthy)
 			}
 		})
 	}

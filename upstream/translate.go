@@ -2,7 +2,7 @@ package upstream
 
 import (
 	"bytes"
-	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -13,12 +13,10 @@ import (
 	"github.com/arcaneapi/caddy-arcane/upstream/sse"
 )
 
-// forwardAnthropic serves x from an Anthropic deployment: the OpenAI
-// request is translated to the Messages API, and the answer (a message, or
-// its event stream) back to OpenAI's shapes, with usage from Anthropic's
-// own figures.
-func (p *Proxy) forwardAnthropic(ctx context.Context, w http.ResponseWriter, x *Exchange, buf *[]byte) error {
-	dep := x.Deployment
+// anthropicRequest translates x's OpenAI request to the Messages API for
+// dep. A request the translation refuses is bad input: x.Refused is set
+// and the *Error is the client's 400.
+func (p *Proxy) anthropicRequest(dst []byte, x *Exchange, dep *Deployment) ([]byte, error) {
 	maxTokens := x.Model.MaxOutputTokens
 	if maxTokens <= 0 {
 		maxTokens = p.DefaultMaxTokens
@@ -26,39 +24,26 @@ func (p *Proxy) forwardAnthropic(ctx context.Context, w http.ResponseWriter, x *
 	if maxTokens <= 0 {
 		maxTokens = 4096
 	}
-	body, err := anthropic.AppendRequest((*buf)[:0], x.Body, anthropic.RequestOptions{
+	body, err := anthropic.AppendRequest(dst, x.Body, anthropic.RequestOptions{
 		Model: dep.Model, MaxTokens: maxTokens, MaxOutputTokens: x.Model.MaxOutputTokens, Stream: x.Request.Stream,
 	})
-	*buf = body
-	if err != nil {
-		x.Refused = true
-		var re *anthropic.RequestError
-		if errors.As(err, &re) {
-			return &Error{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: re.Code, Param: re.Param, Message: re.Message, Err: err}
-		}
-		return &Error{Status: http.StatusBadRequest, Type: "invalid_request_error", Message: "The request could not be translated for the model's provider.", Err: err}
+	if err == nil {
+		return body, nil
 	}
-	resp, err := p.send(ctx, x, body, func(h http.Header) {
-		if dep.Provider.APIKey != "" {
-			h.Set("X-Api-Key", dep.Provider.APIKey)
-		}
-		h.Set("Anthropic-Version", anthropic.Version)
-	})
-	if err != nil {
-		return err
+	x.Refused = true
+	dep.Health.abandon()
+	var re *anthropic.RequestError
+	if errors.As(err, &re) {
+		return body, &Error{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: re.Code, Param: re.Param, Message: re.Message, Err: err}
 	}
-	defer resp.Body.Close()
-	if x.Request.Stream {
-		return p.anthropicStream(ctx, w, resp, x)
-	}
-	return p.anthropicSingle(ctx, w, resp, x)
+	return body, &Error{Status: http.StatusBadRequest, Type: "invalid_request_error", Message: "The request could not be translated for the model's provider.", Err: err}
 }
 
 // anthropicSingle relays a translated non-streamed answer.
-func (p *Proxy) anthropicSingle(ctx context.Context, w http.ResponseWriter, resp *http.Response, x *Exchange) error {
+func (p *Proxy) anthropicSingle(a *attempt, w http.ResponseWriter, resp *http.Response, x *Exchange) error {
 	in := getBuf()
 	defer putBuf(in)
-	data, err := p.readAnswer(ctx, *in, resp, x)
+	data, err := p.readAnswer(a, *in, resp, x)
 	*in = data
 	if err != nil {
 		return err
@@ -68,8 +53,9 @@ func (p *Proxy) anthropicSingle(ctx context.Context, w http.ResponseWriter, resp
 	var u openai.Usage
 	*out, u, err = anthropic.AppendCompletion((*out)[:0], data, x.Model.ID, time.Now())
 	if err != nil {
+		a.fail("unreadable answer: " + err.Error())
 		return &Error{Status: http.StatusBadGateway, Type: "server_error", Code: "upstream_error",
-			Message: "The model's provider sent an answer this gateway could not read.", Err: err}
+			Message: "The model's provider sent an answer this gateway could not read.", Err: err, retry: true}
 	}
 	// An Anthropic-compatible server that reports no usage is counted.
 	return p.writeAnswer(w, x, out, in, u, u.PromptTokens > 0 || u.CompletionTokens > 0)
@@ -79,7 +65,7 @@ func (p *Proxy) anthropicSingle(ctx context.Context, w http.ResponseWriter, resp
 // when the stream ran to message_stop; a stream cut short (by either side)
 // has only message_start's figures, which do not cover the output, so its
 // completion is counted over the text the client received instead.
-func (p *Proxy) anthropicStream(ctx context.Context, w http.ResponseWriter, resp *http.Response, x *Exchange) error {
+func (p *Proxy) anthropicStream(a *attempt, w http.ResponseWriter, resp *http.Response, x *Exchange) error {
 	rc := http.NewResponseController(w)
 	rd := sse.NewReader(resp.Body, p.MaxEvent)
 	st := anthropic.NewStream(x.Model.ID, time.Now())
@@ -100,6 +86,7 @@ func (p *Proxy) anthropicStream(ctx context.Context, w http.ResponseWriter, resp
 			readErr = err
 			break
 		}
+		a.touch()
 		*out, err = st.Event((*out)[:0], ev.Name, ev.Data)
 		if err != nil {
 			readErr = err
@@ -111,14 +98,14 @@ func (p *Proxy) anthropicStream(ctx context.Context, w http.ResponseWriter, resp
 			// answer; after a role chunk, the in-band error ends the
 			// stream and nothing is charged.
 			if !x.Delivered {
-				x.Deployment.observe(false)
-				return anthropicStreamError(ev.Data)
+				return anthropicStreamError(a, ev.Data)
 			}
 			failedEmpty = true
 		}
 		if len(*out) == 0 {
 			continue
 		}
+		a.firstByte()
 		*text = appendFramesContent(*text, *out)
 		if len(*text) > maxCountBuffer {
 			counted += int64(p.Tokens.Count(x.Model.ID, *text))
@@ -146,17 +133,21 @@ func (p *Proxy) anthropicStream(ctx context.Context, w http.ResponseWriter, resp
 		x.Usage, x.Basis = u, BasisCounted
 	}
 	if x.Outcome == OutcomeClientClosed {
+		a.verdict = verdictNone
 		return nil
 	}
 	if !x.Delivered {
-		if ctx.Err() != nil {
-			return errClientClosed(x, ctx.Err())
+		if a.client.Err() != nil {
+			return errClientClosed(x, a.client.Err())
 		}
-		x.Deployment.observe(false)
+		if cause := a.timedOut(); cause != nil {
+			return a.timeoutError(cause)
+		}
+		a.fail(brokenCause(readErr))
 		return &Error{Status: http.StatusBadGateway, Type: "server_error", Code: "upstream_error",
-			Message: "The model's provider ended the stream before answering. Retry with backoff.", Err: readErr}
+			Message: "The model's provider ended the stream before answering. Retry with backoff.", Err: readErr, retry: true}
 	}
-	if ctx.Err() != nil {
+	if a.client.Err() != nil {
 		x.Outcome = OutcomeClientClosed
 		return nil
 	}
@@ -164,12 +155,24 @@ func (p *Proxy) anthropicStream(ctx context.Context, w http.ResponseWriter, resp
 	switch {
 	case st.Failed():
 		// The translator already sent the provider's error in band.
+		a.fail("error event mid-stream")
 		x.Outcome = OutcomeUpstreamError
 	case !st.Done():
 		// The provider broke off mid-stream: end it in band with the
 		// translator's error chunk, which carries the stream's id, created
 		// and model like every other chunk.
-		*out, _ = st.Event(*out, "error", brokenOffEvent)
+		code, msg := a.brokenOff(readErr)
+		typ := "api_error"
+		if code == "upstream_timeout" {
+			typ = "timeout_error"
+		}
+		*chunk = append((*chunk)[:0], `{"type":"error","error":{"type":"`...)
+		*chunk = append(*chunk, typ...)
+		*chunk = append(*chunk, `","message":`...)
+		m, _ := json.Marshal(msg)
+		*chunk = append(*chunk, m...)
+		*chunk = append(*chunk, "}}"...)
+		*out, _ = st.Event(*out, "error", *chunk)
 		x.Outcome = OutcomeUpstreamError
 	default:
 		if x.Request.IncludeUsage {
@@ -191,21 +194,18 @@ func (p *Proxy) anthropicStream(ctx context.Context, w http.ResponseWriter, resp
 	return nil
 }
 
-// brokenOffEvent is the error event a stream that ended without
-// message_stop is closed with: code upstream_error.
-var brokenOffEvent = []byte(`{"type":"error","error":{"type":"api_error","message":"The model's provider ended the stream unexpectedly."}}`)
-
 // anthropicStreamError answers an error event that came before anything
 // was sent to the client as the error it is.
-func anthropicStreamError(data []byte) error {
+func anthropicStreamError(a *attempt, data []byte) error {
 	typ, msg, _ := anthropic.ParseError(data)
 	cause := fmt.Errorf("upstream error event before the first byte: %s: %s", typ, msg)
+	a.fail(cause.Error())
 	if typ == "overloaded_error" {
 		return &Error{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "upstream_overloaded", RetryAfter: "1",
-			Message: "The model's provider is overloaded. Retry after 1 seconds.", Err: cause}
+			Message: "The model's provider is overloaded. Retry after 1 seconds.", Err: cause, retry: true}
 	}
 	return &Error{Status: http.StatusBadGateway, Type: "server_error", Code: "upstream_error",
-		Message: "The model's provider failed before answering. Retry with backoff.", Err: cause}
+		Message: "The model's provider failed before answering. Retry with backoff.", Err: cause, retry: true}
 }
 
 // appendFramesContent appends the text of every chunk in frames, SSE

@@ -381,8 +381,11 @@ func (s *Stream) error(dst []byte) []byte {
 		msg = "The model's provider reported an error."
 	}
 	code := "upstream_error"
-	if typ == "overloaded_error" {
+	switch typ {
+	case "overloaded_error":
 		code = "upstream_overloaded"
+	case "timeout_error":
+		code = "upstream_timeout"
 	}
 	b := s.open()
 	b = append(b, "{}"...)

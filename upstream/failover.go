@@ -1,0 +1,292 @@
+package upstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/arcaneapi/caddy-arcane/upstream/anthropic"
+)
+
+// Try is one failed attempt at a request that was moved to another
+// deployment (or answered with the last attempt's error).
+type Try struct {
+	Deployment *Deployment
+	Err        *Error
+	// Duration is how long the attempt took.
+	Duration time.Duration
+}
+
+// Default timeouts and failover bounds.
+const (
+	DefaultAttempts              = 3
+	DefaultTryDuration           = 60 * time.Second
+	DefaultResponseHeaderTimeout = 5 * time.Minute
+	DefaultIdleTimeout           = 5 * time.Minute
+	DefaultRequestTimeout        = 30 * time.Minute
+)
+
+// Causes of an attempt's context being cancelled by the gateway.
+var (
+	errHeaderTimeout  = errors.New("no response headers within the response header timeout")
+	errIdleTimeout    = errors.New("no data within the idle timeout")
+	errRequestTimeout = errors.New("the request ran past the request timeout")
+	errMalformed      = errors.New("the stream's data is not JSON")
+)
+
+// attempt is one upstream call for a request: its context (cancelled when
+// the client leaves, the request runs out of time, or the upstream keeps
+// the gateway waiting too long), and what it taught about the deployment.
+type attempt struct {
+	client context.Context // the client's request
+	ctx    context.Context // the call's
+	cancel context.CancelCauseFunc
+	timer  *time.Timer
+	// idle is set once the response headers came: the timer then measures
+	// the wait between reads.
+	idle        atomic.Bool
+	idleTimeout time.Duration
+
+	dep     *Deployment
+	start   time.Time
+	latency time.Duration
+	verdict verdict
+	bench   time.Duration
+	cause   string
+}
+
+// begin starts an attempt on dep; its header timer runs from now.
+func (p *Proxy) begin(client, ctx context.Context, dep *Deployment) *attempt {
+	a := &attempt{client: client, dep: dep, start: time.Now()}
+	a.ctx, a.cancel = context.WithCancelCause(ctx)
+	header := dep.Provider.ResponseHeaderTimeout
+	if header <= 0 {
+		header = DefaultResponseHeaderTimeout
+	}
+	a.idleTimeout = dep.Provider.IdleTimeout
+	if a.idleTimeout <= 0 {
+		a.idleTimeout = DefaultIdleTimeout
+	}
+	a.timer = time.AfterFunc(header, func() {
+		if a.idle.Load() {
+			a.cancel(errIdleTimeout)
+		} else {
+			a.cancel(errHeaderTimeout)
+		}
+	})
+	dep.Health.begin()
+	return a
+}
+
+// headers marks the response headers' arrival: from now on the timer
+// bounds the wait between reads.
+func (a *attempt) headers() {
+	a.idle.Store(true)
+	a.timer.Reset(a.idleTimeout)
+}
+
+// touch restarts the idle timer after a read.
+func (a *attempt) touch() { a.timer.Reset(a.idleTimeout) }
+
+// firstByte records the time to the answer's first byte as the
+// deployment's latency sample.
+func (a *attempt) firstByte() {
+	if a.latency == 0 {
+		a.latency = max(time.Since(a.start), 1)
+	}
+}
+
+// fail records that the deployment failed, unless the client left first.
+func (a *attempt) fail(cause string) {
+	if a.client.Err() != nil {
+		a.verdict = verdictNone
+		return
+	}
+	a.verdict, a.cause = verdictFailed, cause
+}
+
+// end stops the attempt's timer and context and tells the deployment's
+// health how it went.
+func (p *Proxy) end(a *attempt) {
+	a.timer.Stop()
+	a.cancel(context.Canceled)
+	if a.client.Err() != nil && a.verdict != verdictOK {
+		a.verdict = verdictNone
+	}
+	a.dep.Health.end(p.now(), a.verdict, a.latency, a.bench, a.cause, &p.Breaker)
+}
+
+// timedOut reports why the gateway cut the attempt short, if it did.
+func (a *attempt) timedOut() error {
+	if a.ctx.Err() == nil || a.client.Err() != nil {
+		return nil
+	}
+	switch cause := context.Cause(a.ctx); {
+	case errors.Is(cause, errHeaderTimeout), errors.Is(cause, errIdleTimeout), errors.Is(cause, errRequestTimeout):
+		return cause
+	case errors.Is(cause, context.DeadlineExceeded):
+		return errRequestTimeout
+	}
+	return nil
+}
+
+// timeoutError is the answer to an attempt the gateway cut short before
+// anything was sent.
+func (a *attempt) timeoutError(cause error) *Error {
+	msg := "The model's provider did not answer in time. Retry with backoff."
+	switch {
+	case errors.Is(cause, errIdleTimeout):
+		msg = "The model's provider stopped sending its answer. Retry with backoff."
+	case errors.Is(cause, errRequestTimeout):
+		msg = "The request took longer than this gateway allows."
+	}
+	a.fail(cause.Error())
+	return &Error{Status: http.StatusGatewayTimeout, Type: "server_error", Code: "upstream_timeout", Message: msg,
+		Err: fmt.Errorf("upstream %s: %w", a.dep.Name(), cause), retry: !errors.Is(cause, errRequestTimeout)}
+}
+
+func (p *Proxy) now() time.Time {
+	if p.Now != nil {
+		return p.Now()
+	}
+	return time.Now()
+}
+
+// Forward sends x to a deployment of x.Model and writes the answer to w:
+// the JSON response, or the stream event by event, with the public model
+// id in place of the provider's. A deployment that fails before anything
+// was written (connection, timeout before headers, 429, 5xx, a broken or
+// unreadable answer) is left for the next one, up to Attempts calls and
+// TryDuration. It returns an *Error when it failed before writing anything
+// (the caller answers it), and nil once the answer was written, however it
+// ended; x says how. ctx is the client's request context: when the client
+// goes away, the upstream request is cancelled.
+func (p *Proxy) Forward(ctx context.Context, w http.ResponseWriter, x *Exchange) error {
+	x.Outcome = OutcomeUpstreamError
+	client := ctx
+	timeout := p.RequestTimeout
+	if timeout <= 0 {
+		timeout = DefaultRequestTimeout
+	}
+	ctx, cancel := context.WithTimeoutCause(ctx, timeout, errRequestTimeout)
+	defer cancel()
+	attempts, window := p.Attempts, p.TryDuration
+	if attempts <= 0 {
+		attempts = DefaultAttempts
+	}
+	if window <= 0 {
+		window = DefaultTryDuration
+	}
+	start := p.now()
+	buf := getBuf()
+	defer putBuf(buf)
+	var (
+		tried   uint64
+		last    *Error
+		refusal error
+	)
+	for x.Attempts < attempts && (x.Attempts == 0 || p.now().Sub(start) < window) {
+		i := x.Model.pick(p.now(), tried)
+		if i < 0 {
+			break
+		}
+		tried |= 1 << i
+		dep := x.Model.Deployments[i]
+		x.Deployment = dep
+		began := p.now()
+		err := p.try(client, ctx, w, x, dep, buf)
+		if err == nil {
+			return nil
+		}
+		var ue *Error
+		if !errors.As(err, &ue) {
+			return err
+		}
+		if x.Refused {
+			// Only this provider's translation refuses the request; a
+			// deployment on another provider may take it.
+			x.Refused, refusal = false, err
+			continue
+		}
+		if x.Delivered || !ue.retry || client.Err() != nil || ctx.Err() != nil {
+			return err
+		}
+		x.Tries = append(x.Tries, Try{Deployment: dep, Err: ue, Duration: p.now().Sub(began)})
+		last = ue
+	}
+	switch {
+	case last != nil:
+		return last
+	case refusal != nil:
+		x.Refused = true
+		return refusal
+	}
+	x.Deployment = nil
+	retry := "1"
+	at, limited := x.Model.reopens()
+	if !at.IsZero() {
+		secs := (at.Sub(p.now()) + time.Second - 1) / time.Second
+		retry = strconv.Itoa(int(min(max(secs, 1), 3600)))
+	}
+	if limited {
+		// Every deployment's provider asked for a pause: say so as the
+		// provider did.
+		return &Error{Status: http.StatusTooManyRequests, Type: "requests", Code: "rate_limit_exceeded", RetryAfter: retry,
+			Message: "The model's provider is rate limiting requests. Retry after " + retry + " seconds.",
+			Err:     fmt.Errorf("model %s: every deployment is benched by its provider's 429", x.Model.ID)}
+	}
+	return &Error{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "upstream_unavailable", RetryAfter: retry,
+		Message: "No deployment of this model is available: each failed recently and is cooling down. Retry after " + retry + " seconds.",
+		Err:     fmt.Errorf("model %s: every deployment's circuit is open", x.Model.ID)}
+}
+
+// try makes one attempt at x on dep.
+func (p *Proxy) try(client, ctx context.Context, w http.ResponseWriter, x *Exchange, dep *Deployment, buf *[]byte) error {
+	var auth func(http.Header)
+	if dep.Provider.Type == TypeAnthropic {
+		body, err := p.anthropicRequest((*buf)[:0], x, dep)
+		*buf = body
+		if err != nil {
+			return err
+		}
+		auth = func(h http.Header) {
+			if key := dep.key(); key != "" {
+				h.Set("X-Api-Key", key)
+			}
+			h.Set("Anthropic-Version", anthropic.Version)
+		}
+	} else {
+		*buf = x.Request.AppendUpstream((*buf)[:0], x.Body, dep.Model, x.Request.Stream)
+		auth = func(h http.Header) {
+			if key := dep.key(); key != "" {
+				h.Set("Authorization", "Bearer "+key)
+			}
+			for _, name := range forwardHeaders {
+				if v := x.Header.Values(name); len(v) > 0 {
+					h[name] = v
+				}
+			}
+		}
+	}
+	x.Attempts++
+	a := p.begin(client, ctx, dep)
+	defer p.end(a)
+	resp, err := p.send(a, x, *buf, auth)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	switch {
+	case dep.Provider.Type == TypeAnthropic && x.Request.Stream:
+		return p.anthropicStream(a, w, resp, x)
+	case dep.Provider.Type == TypeAnthropic:
+		return p.anthropicSingle(a, w, resp, x)
+	case x.Request.Stream:
+		return p.stream(a, w, resp, x)
+	}
+	return p.single(a, w, resp, x)
+}
