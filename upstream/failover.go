@@ -8,8 +8,6 @@ import (
 	"strconv"
 	"sync/atomic"
 	"time"
-
-	"github.com/arcaneapi/caddy-arcane/upstream/anthropic"
 )
 
 // Try is one failed attempt at a request that was moved to another
@@ -50,6 +48,8 @@ type attempt struct {
 	// the wait between reads.
 	idle        atomic.Bool
 	idleTimeout time.Duration
+	// deadline is the request's: request_timeout after it began.
+	deadline time.Time
 
 	dep     *Deployment
 	start   time.Time
@@ -59,10 +59,12 @@ type attempt struct {
 	cause   string
 }
 
-// begin starts an attempt on dep; its header timer runs from now.
-func (p *Proxy) begin(client, ctx context.Context, dep *Deployment) *attempt {
-	a := &attempt{client: client, dep: dep, start: time.Now()}
-	a.ctx, a.cancel = context.WithCancelCause(ctx)
+// begin starts an attempt on dep; its header timer runs from now. One
+// timer serves the attempt's three limits: the response header timeout,
+// then the idle timeout, each cut short by the request's deadline.
+func (p *Proxy) begin(client context.Context, deadline time.Time, dep *Deployment) *attempt {
+	a := &attempt{client: client, dep: dep, start: time.Now(), deadline: deadline}
+	a.ctx, a.cancel = context.WithCancelCause(client)
 	header := dep.Provider.ResponseHeaderTimeout
 	if header <= 0 {
 		header = DefaultResponseHeaderTimeout
@@ -71,26 +73,33 @@ func (p *Proxy) begin(client, ctx context.Context, dep *Deployment) *attempt {
 	if a.idleTimeout <= 0 {
 		a.idleTimeout = DefaultIdleTimeout
 	}
-	a.timer = time.AfterFunc(header, func() {
-		if a.idle.Load() {
-			a.cancel(errIdleTimeout)
-		} else {
-			a.cancel(errHeaderTimeout)
-		}
-	})
+	a.timer = time.AfterFunc(min(header, time.Until(deadline)), a.expire)
 	dep.Health.begin()
 	return a
+}
+
+// expire cancels the attempt when its timer fires, saying which limit ran
+// out.
+func (a *attempt) expire() {
+	switch {
+	case !time.Now().Before(a.deadline):
+		a.cancel(errRequestTimeout)
+	case a.idle.Load():
+		a.cancel(errIdleTimeout)
+	default:
+		a.cancel(errHeaderTimeout)
+	}
 }
 
 // headers marks the response headers' arrival: from now on the timer
 // bounds the wait between reads.
 func (a *attempt) headers() {
 	a.idle.Store(true)
-	a.timer.Reset(a.idleTimeout)
+	a.touch()
 }
 
 // touch restarts the idle timer after a read.
-func (a *attempt) touch() { a.timer.Reset(a.idleTimeout) }
+func (a *attempt) touch() { a.timer.Reset(min(a.idleTimeout, time.Until(a.deadline))) }
 
 // firstByte records the time to the answer's first byte as the
 // deployment's latency sample.
@@ -167,13 +176,11 @@ func (p *Proxy) now() time.Time {
 // goes away, the upstream request is cancelled.
 func (p *Proxy) Forward(ctx context.Context, w http.ResponseWriter, x *Exchange) error {
 	x.Outcome = OutcomeUpstreamError
-	client := ctx
 	timeout := p.RequestTimeout
 	if timeout <= 0 {
 		timeout = DefaultRequestTimeout
 	}
-	ctx, cancel := context.WithTimeoutCause(ctx, timeout, errRequestTimeout)
-	defer cancel()
+	deadline := time.Now().Add(timeout)
 	attempts, window := p.Attempts, p.TryDuration
 	if attempts <= 0 {
 		attempts = DefaultAttempts
@@ -189,7 +196,7 @@ func (p *Proxy) Forward(ctx context.Context, w http.ResponseWriter, x *Exchange)
 		last    *Error
 		refusal error
 	)
-	for x.Attempts < attempts && (x.Attempts == 0 || p.now().Sub(start) < window) {
+	for x.Attempts < attempts && (x.Attempts == 0 || p.now().Sub(start) < window && time.Now().Before(deadline)) {
 		i := x.Model.pick(p.now(), tried)
 		if i < 0 {
 			break
@@ -198,7 +205,7 @@ func (p *Proxy) Forward(ctx context.Context, w http.ResponseWriter, x *Exchange)
 		dep := x.Model.Deployments[i]
 		x.Deployment = dep
 		began := p.now()
-		err := p.try(client, ctx, w, x, dep, buf)
+		err := p.try(ctx, deadline, w, x, dep, buf)
 		if err == nil {
 			return nil
 		}
@@ -212,7 +219,7 @@ func (p *Proxy) Forward(ctx context.Context, w http.ResponseWriter, x *Exchange)
 			x.Refused, refusal = false, err
 			continue
 		}
-		if x.Delivered || !ue.retry || client.Err() != nil || ctx.Err() != nil {
+		if x.Delivered || !ue.retry || ctx.Err() != nil {
 			return err
 		}
 		x.Tries = append(x.Tries, Try{Deployment: dep, Err: ue, Duration: p.now().Sub(began)})
@@ -245,37 +252,20 @@ func (p *Proxy) Forward(ctx context.Context, w http.ResponseWriter, x *Exchange)
 }
 
 // try makes one attempt at x on dep.
-func (p *Proxy) try(client, ctx context.Context, w http.ResponseWriter, x *Exchange, dep *Deployment, buf *[]byte) error {
-	var auth func(http.Header)
+func (p *Proxy) try(client context.Context, deadline time.Time, w http.ResponseWriter, x *Exchange, dep *Deployment, buf *[]byte) error {
 	if dep.Provider.Type == TypeAnthropic {
 		body, err := p.anthropicRequest((*buf)[:0], x, dep)
 		*buf = body
 		if err != nil {
 			return err
 		}
-		auth = func(h http.Header) {
-			if key := dep.key(); key != "" {
-				h.Set("X-Api-Key", key)
-			}
-			h.Set("Anthropic-Version", anthropic.Version)
-		}
 	} else {
 		*buf = x.Request.AppendUpstream((*buf)[:0], x.Body, dep.Model, x.Request.Stream)
-		auth = func(h http.Header) {
-			if key := dep.key(); key != "" {
-				h.Set("Authorization", "Bearer "+key)
-			}
-			for _, name := range forwardHeaders {
-				if v := x.Header.Values(name); len(v) > 0 {
-					h[name] = v
-				}
-			}
-		}
 	}
 	x.Attempts++
-	a := p.begin(client, ctx, dep)
+	a := p.begin(client, deadline, dep)
 	defer p.end(a)
-	resp, err := p.send(a, x, *buf, auth)
+	resp, err := p.send(a, x, *buf)
 	if err != nil {
 		return err
 	}

@@ -136,11 +136,10 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &
 func getBuf() *[]byte  { return bufPool.Get().(*[]byte) }
 func putBuf(b *[]byte) { *b = (*b)[:0]; bufPool.Put(b) }
 
-// send posts body to the attempt's deployment with the headers every
-// provider gets and those auth adds, and returns a 200 response. Anything
-// else is the client's *Error, and the attempt records what it says of
-// the deployment.
-func (p *Proxy) send(a *attempt, x *Exchange, body []byte, auth func(http.Header)) (*http.Response, error) {
+// send posts body to the attempt's deployment with the headers its
+// provider's API wants, and returns a 200 response. Anything else is the
+// client's *Error, and the attempt records what it says of the deployment.
+func (p *Proxy) send(a *attempt, x *Exchange, body []byte) (*http.Response, error) {
 	dep := a.dep
 	req, err := http.NewRequestWithContext(a.ctx, http.MethodPost, dep.Provider.Endpoint, bytes.NewReader(body))
 	if err != nil {
@@ -154,7 +153,22 @@ func (p *Proxy) send(a *attempt, x *Exchange, body []byte, auth func(http.Header
 	} else {
 		h.Set("Accept", "application/json")
 	}
-	auth(h)
+	key := dep.key()
+	if dep.Provider.Type == TypeAnthropic {
+		if key != "" {
+			h.Set("X-Api-Key", key)
+		}
+		h.Set("Anthropic-Version", anthropic.Version)
+	} else {
+		if key != "" {
+			h.Set("Authorization", "Bearer "+key)
+		}
+		for _, name := range forwardHeaders {
+			if v := x.Header.Values(name); len(v) > 0 {
+				h[name] = v
+			}
+		}
+	}
 	resp, err := dep.Provider.Client.Do(req)
 	if err != nil {
 		if a.client.Err() != nil {
