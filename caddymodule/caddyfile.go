@@ -337,6 +337,9 @@ func parseDeploy(args []string) (DeploymentConfig, error) {
 		return nil
 	}
 	if len(rest)%2 == 1 {
+		if _, err := strconv.Atoi(rest[0]); err != nil {
+			return dc, fmt.Errorf("deploy option %q needs a value: %s", rest[len(rest)-1], syntax)
+		}
 		if err := weight(rest[0]); err != nil {
 			return dc, err
 		}

@@ -207,14 +207,24 @@ func (c *Catalog) Models() []*Model { return c.sorted }
 // A deployment never measured counts as fast as the fastest one measured.
 // It returns -1 when no deployment is available.
 func (m *Model) pick(now time.Time, tried uint64) int {
+	i, _ := m.choose(now, tried)
+	return i
+}
+
+// choose is pick that also returns the probe's ticket when the deployment
+// chosen is a half-open circuit's probe (0 otherwise).
+func (m *Model) choose(now time.Time, tried uint64) (int, uint64) {
 	var fastest int64
 	for i, d := range m.Deployments {
 		if tried&(1<<i) != 0 {
 			continue
 		}
 		ok, probe := d.Health.available(now)
-		if ok && probe && d.Health.claimProbe(now) {
-			return i
+		if ok && probe {
+			if ticket, claimed := d.Health.claimProbe(now); claimed {
+				return i, ticket
+			}
+			continue
 		}
 		if l := d.Health.latency.Load(); ok && !probe && l > 0 && (fastest == 0 || l < fastest) {
 			fastest = l
@@ -237,7 +247,7 @@ func (m *Model) pick(now time.Time, tried uint64) int {
 			best, bestScore = i, score
 		}
 	}
-	return best
+	return best, 0
 }
 
 // reopens is when the first open circuit among m's deployments lets its

@@ -51,7 +51,9 @@ type attempt struct {
 	// deadline is the request's: request_timeout after it began.
 	deadline time.Time
 
-	dep     *Deployment
+	dep *Deployment
+	// ticket is the probe's when the attempt probes a half-open circuit.
+	ticket  uint64
 	start   time.Time
 	latency time.Duration
 	verdict verdict
@@ -62,8 +64,8 @@ type attempt struct {
 // begin starts an attempt on dep; its header timer runs from now. One
 // timer serves the attempt's three limits: the response header timeout,
 // then the idle timeout, each cut short by the request's deadline.
-func (p *Proxy) begin(client context.Context, deadline time.Time, dep *Deployment) *attempt {
-	a := &attempt{client: client, dep: dep, start: time.Now(), deadline: deadline}
+func (p *Proxy) begin(client context.Context, deadline time.Time, dep *Deployment, ticket uint64) *attempt {
+	a := &attempt{client: client, dep: dep, ticket: ticket, start: time.Now(), deadline: deadline}
 	a.ctx, a.cancel = context.WithCancelCause(client)
 	header := dep.Provider.ResponseHeaderTimeout
 	if header <= 0 {
@@ -123,10 +125,12 @@ func (a *attempt) fail(cause string) {
 func (p *Proxy) end(a *attempt) {
 	a.timer.Stop()
 	a.cancel(context.Canceled)
-	if a.client.Err() != nil && a.verdict != verdictOK {
+	if a.client.Err() != nil {
+		// The client left: whatever happened after says nothing of the
+		// deployment.
 		a.verdict = verdictNone
 	}
-	a.dep.Health.end(p.now(), a.verdict, a.latency, a.bench, a.cause, &p.Breaker)
+	a.dep.Health.endProbe(a.ticket, p.now(), a.verdict, a.latency, a.bench, a.cause, &p.Breaker)
 }
 
 // timedOut reports why the gateway cut the attempt short, if it did.
@@ -197,7 +201,7 @@ func (p *Proxy) Forward(ctx context.Context, w http.ResponseWriter, x *Exchange)
 		refusal error
 	)
 	for x.Attempts < attempts && (x.Attempts == 0 || p.now().Sub(start) < window && time.Now().Before(deadline)) {
-		i := x.Model.pick(p.now(), tried)
+		i, ticket := x.Model.choose(p.now(), tried)
 		if i < 0 {
 			break
 		}
@@ -205,7 +209,7 @@ func (p *Proxy) Forward(ctx context.Context, w http.ResponseWriter, x *Exchange)
 		dep := x.Model.Deployments[i]
 		x.Deployment = dep
 		began := p.now()
-		err := p.try(ctx, deadline, w, x, dep, buf)
+		err := p.try(ctx, deadline, w, x, dep, ticket, buf)
 		if err == nil {
 			return nil
 		}
@@ -252,18 +256,19 @@ func (p *Proxy) Forward(ctx context.Context, w http.ResponseWriter, x *Exchange)
 }
 
 // try makes one attempt at x on dep.
-func (p *Proxy) try(client context.Context, deadline time.Time, w http.ResponseWriter, x *Exchange, dep *Deployment, buf *[]byte) error {
+func (p *Proxy) try(client context.Context, deadline time.Time, w http.ResponseWriter, x *Exchange, dep *Deployment, ticket uint64, buf *[]byte) error {
 	if dep.Provider.Type == TypeAnthropic {
 		body, err := p.anthropicRequest((*buf)[:0], x, dep)
 		*buf = body
 		if err != nil {
+			dep.Health.abandon(ticket)
 			return err
 		}
 	} else {
 		*buf = x.Request.AppendUpstream((*buf)[:0], x.Body, dep.Model, x.Request.Stream)
 	}
 	x.Attempts++
-	a := p.begin(client, deadline, dep)
+	a := p.begin(client, deadline, dep, ticket)
 	defer p.end(a)
 	resp, err := p.send(a, x, *buf)
 	if err != nil {

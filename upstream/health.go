@@ -108,8 +108,11 @@ type Health struct {
 	n, fails int
 	// cooldown is the next opening's length; it doubles on failed probes.
 	cooldown time.Duration
-	// probing is set while the half-open circuit's probe is in flight.
+	// probing is set while the half-open circuit's probe is in flight;
+	// ticket identifies it, so that only the probe's own outcome settles
+	// the circuit, not that of a request sent before the circuit opened.
 	probing   bool
+	ticket    uint64
 	requests  uint64
 	failed    uint64
 	lastError string
@@ -153,25 +156,28 @@ func (h *Health) available(now time.Time) (ok, probe bool) {
 }
 
 // claimProbe makes the caller the half-open circuit's probe, opening the
-// half-open state first if the cool-down is over. False means another
-// request got there first.
-func (h *Health) claimProbe(now time.Time) bool {
+// half-open state first if the cool-down is over, and returns the probe's
+// ticket for endProbe or abandon. ok false means the deployment cannot
+// take the request (another probe got there first); a ticket of 0 with ok
+// means the circuit closed meanwhile and the request is an ordinary one.
+func (h *Health) claimProbe(now time.Time) (ticket uint64, ok bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	switch State(h.state.Load()) {
 	case StateClosed:
-		return true
+		return 0, true
 	case StateOpen:
 		if now.UnixNano() < h.until.Load() {
-			return false
+			return 0, false
 		}
 		h.state.Store(int32(StateHalfOpen))
 	}
 	if h.probing {
-		return false
+		return 0, false
 	}
 	h.probing = true
-	return true
+	h.ticket++
+	return h.ticket, true
 }
 
 // begin counts a request in flight.
@@ -181,6 +187,16 @@ func (h *Health) begin() { h.inflight.Add(1) }
 // latency is its time to first byte (successes only); benched is how long a
 // 429 asked to wait; cause describes a failure for operators.
 func (h *Health) end(now time.Time, v verdict, latency, benched time.Duration, cause string, b *Breaker) {
+	h.finish(0, now, v, latency, benched, cause, b)
+}
+
+// endProbe is end for the probe holding ticket: its outcome closes or
+// reopens the circuit.
+func (h *Health) endProbe(ticket uint64, now time.Time, v verdict, latency, benched time.Duration, cause string, b *Breaker) {
+	h.finish(ticket, now, v, latency, benched, cause, b)
+}
+
+func (h *Health) finish(ticket uint64, now time.Time, v verdict, latency, benched time.Duration, cause string, b *Breaker) {
 	h.inflight.Add(-1)
 	if v == verdictOK && latency > 0 {
 		old := h.latency.Load()
@@ -192,7 +208,7 @@ func (h *Health) end(now time.Time, v verdict, latency, benched time.Duration, c
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	probe := State(h.state.Load()) == StateHalfOpen && h.probing
+	probe := ticket != 0 && ticket == h.ticket && h.probing && State(h.state.Load()) == StateHalfOpen
 	if v == verdictNone {
 		if probe {
 			h.probing = false
@@ -214,7 +230,6 @@ func (h *Health) end(now time.Time, v verdict, latency, benched time.Duration, c
 	if v == verdictLimited {
 		// The provider asked for a pause: honour it, without counting
 		// against the deployment's error rate.
-		h.probing = false
 		h.openLocked(now, max(benched, time.Second), "rate_limited")
 		return
 	}
@@ -225,8 +240,9 @@ func (h *Health) end(now time.Time, v verdict, latency, benched time.Duration, c
 		h.probing = false
 		h.cooldown = min(2*h.cooldownLocked(b), b.maxCooldown())
 		h.openLocked(now, h.cooldown, "probe_failed")
-	case State(h.state.Load()) == StateOpen:
-		// A request picked before the circuit opened has failed too.
+	case State(h.state.Load()) != StateClosed:
+		// A request sent before the circuit opened has failed too; the
+		// probe, not it, decides a half-open circuit.
 	case h.consecutive >= b.failures():
 		h.openLocked(now, h.cooldownLocked(b), "consecutive_failures")
 	case h.n >= b.window() && float64(h.fails) >= b.errorRate()*float64(h.n):
@@ -241,10 +257,14 @@ func (h *Health) cooldownLocked(b *Breaker) time.Duration {
 	return h.cooldown
 }
 
+// openLocked opens the circuit until now+d, unless it is already open
+// for longer (which keeps its reason). A probe in flight is forgotten: its
+// outcome no longer decides anything.
 func (h *Health) openLocked(now time.Time, d time.Duration, reason string) {
 	until := now.Add(d).UnixNano()
-	if State(h.state.Load()) == StateOpen && h.until.Load() > until {
-		until = h.until.Load()
+	h.probing = false
+	if State(h.state.Load()) == StateOpen && h.until.Load() >= until {
+		return
 	}
 	h.until.Store(until)
 	h.reason = reason
@@ -324,10 +344,11 @@ func (h *Health) Available(now time.Time) bool {
 	return ok
 }
 
-// abandon gives back a probe claimed for a request that was never sent.
-func (h *Health) abandon() {
+// abandon gives back the probe holding ticket, for a request that was
+// never sent.
+func (h *Health) abandon(ticket uint64) {
 	h.mu.Lock()
-	if State(h.state.Load()) == StateHalfOpen {
+	if ticket != 0 && ticket == h.ticket && State(h.state.Load()) == StateHalfOpen {
 		h.probing = false
 	}
 	h.mu.Unlock()

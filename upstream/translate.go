@@ -31,7 +31,6 @@ func (p *Proxy) anthropicRequest(dst []byte, x *Exchange, dep *Deployment) ([]by
 		return body, nil
 	}
 	x.Refused = true
-	dep.Health.abandon()
 	var re *anthropic.RequestError
 	if errors.As(err, &re) {
 		return body, &Error{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: re.Code, Param: re.Param, Message: re.Message, Err: err}
