@@ -184,17 +184,7 @@ func (a *App) unmarshalProvider(d *caddyfile.Dispenser) error {
 		return d.Errf("provider %s already defined", name)
 	}
 	pc := new(ProviderConfig)
-	seen := make(map[string]bool)
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		opt := d.Val()
-		if seen[opt] {
-			return d.Errf("provider %s: %s already specified", name, opt)
-		}
-		seen[opt] = true
-		if !d.NextArg() {
-			return d.ArgErr()
-		}
-		val := d.Val()
+	err := blockOptions(d, "provider "+name, func(opt, val string) error {
 		switch opt {
 		case "type":
 			pc.Type = val
@@ -238,9 +228,10 @@ func (a *App) unmarshalProvider(d *caddyfile.Dispenser) error {
 		default:
 			return d.Errf("provider %s: unrecognized option %q", name, opt)
 		}
-		if d.NextArg() {
-			return d.ArgErr()
-		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	if pc.Type == "" {
 		return d.Errf("provider %s: type is required (openai, anthropic or mock)", name)
@@ -337,7 +328,7 @@ func parseDeploy(args []string) (DeploymentConfig, error) {
 		return nil
 	}
 	if len(rest)%2 == 1 {
-		if _, err := strconv.Atoi(rest[0]); err != nil {
+		if rest[0] == "weight" || rest[0] == "api_key" {
 			return dc, fmt.Errorf("deploy option %q needs a value: %s", rest[len(rest)-1], syntax)
 		}
 		if err := weight(rest[0]); err != nil {
@@ -369,17 +360,7 @@ func (a *App) unmarshalFailover(d *caddyfile.Dispenser) error {
 		return d.ArgErr()
 	}
 	f := new(FailoverConfig)
-	seen := make(map[string]bool)
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		opt := d.Val()
-		if seen[opt] {
-			return d.Errf("failover: %s already specified", opt)
-		}
-		seen[opt] = true
-		if !d.NextArg() {
-			return d.ArgErr()
-		}
-		val := d.Val()
+	err := blockOptions(d, "failover", func(opt, val string) error {
 		switch opt {
 		case "attempts":
 			n, err := strconv.Atoi(val)
@@ -396,12 +377,10 @@ func (a *App) unmarshalFailover(d *caddyfile.Dispenser) error {
 		default:
 			return d.Errf("failover: unrecognized option %q", opt)
 		}
-		if d.NextArg() {
-			return d.ArgErr()
-		}
-	}
+		return nil
+	})
 	a.Failover = f
-	return nil
+	return err
 }
 
 // unmarshalBreaker reads the breaker block.
@@ -410,17 +389,7 @@ func (a *App) unmarshalBreaker(d *caddyfile.Dispenser) error {
 		return d.ArgErr()
 	}
 	b := new(BreakerConfig)
-	seen := make(map[string]bool)
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		opt := d.Val()
-		if seen[opt] {
-			return d.Errf("breaker: %s already specified", opt)
-		}
-		seen[opt] = true
-		if !d.NextArg() {
-			return d.ArgErr()
-		}
-		val := d.Val()
+	err := blockOptions(d, "breaker", func(opt, val string) error {
 		switch opt {
 		case "failures", "window":
 			n, err := strconv.Atoi(val)
@@ -451,11 +420,33 @@ func (a *App) unmarshalBreaker(d *caddyfile.Dispenser) error {
 		default:
 			return d.Errf("breaker: unrecognized option %q", opt)
 		}
+		return nil
+	})
+	a.Breaker = b
+	return err
+}
+
+// blockOptions reads a block of `<option> <value>` lines, refusing an
+// option given twice or without exactly one value, and calls set for each;
+// what names the block in errors.
+func blockOptions(d *caddyfile.Dispenser, what string, set func(opt, val string) error) error {
+	seen := make(map[string]bool)
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		opt := d.Val()
+		if seen[opt] {
+			return d.Errf("%s: %s already specified", what, opt)
+		}
+		seen[opt] = true
+		if !d.NextArg() {
+			return d.ArgErr()
+		}
+		if err := set(opt, d.Val()); err != nil {
+			return err
+		}
 		if d.NextArg() {
 			return d.ArgErr()
 		}
 	}
-	a.Breaker = b
 	return nil
 }
 
