@@ -157,7 +157,11 @@ func (a *attempt) timeoutError(cause error) *Error {
 	case errors.Is(cause, errRequestTimeout):
 		msg = "The request took longer than this gateway allows."
 	}
-	a.fail(cause.Error())
+	if !errors.Is(cause, errRequestTimeout) {
+		// A request that outlives request_timeout says nothing of the
+		// deployment; a deployment that keeps the gateway waiting does.
+		a.fail(cause.Error())
+	}
 	return &Error{Status: http.StatusGatewayTimeout, Type: "server_error", Code: "upstream_timeout", Message: msg,
 		Err: fmt.Errorf("upstream %s: %w", a.dep.Name(), cause), retry: !errors.Is(cause, errRequestTimeout)}
 }

@@ -575,7 +575,7 @@ func (a *attempt) brokenOff(readErr error) (code, msg string) {
 		a.fail(cause.Error())
 		return "upstream_timeout", "The model's provider stopped sending for " + a.idleTimeout.String() + "; the answer is incomplete."
 	case errors.Is(cause, errRequestTimeout):
-		a.fail(cause.Error())
+		a.verdict = verdictNone
 		return "upstream_timeout", "The request took longer than this gateway allows; the answer is incomplete."
 	case errors.Is(readErr, errMalformed):
 		a.fail(readErr.Error())
