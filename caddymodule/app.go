@@ -98,7 +98,8 @@ type FailoverConfig struct {
 	// 1 turns failover off. Default: 3.
 	Attempts int `json:"attempts,omitempty"`
 	// TryDuration is how long after the first attempt began a further
-	// one may start. Default: 60s.
+	// one may start. Default: 10m (two hung deployments at the default
+	// response_header_timeout).
 	TryDuration caddy.Duration `json:"try_duration,omitempty"`
 }
 

@@ -329,7 +329,8 @@ func parseDeploy(args []string) (DeploymentConfig, error) {
 	}
 	if len(rest)%2 == 1 {
 		if rest[0] == "weight" || rest[0] == "api_key" {
-			return dc, fmt.Errorf("deploy option %q needs a value: %s", rest[len(rest)-1], syntax)
+			// Not naming the dangling word: it may be a key.
+			return dc, fmt.Errorf("deploy options weight and api_key each need one value: %s", syntax)
 		}
 		if err := weight(rest[0]); err != nil {
 			return dc, err

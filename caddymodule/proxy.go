@@ -67,10 +67,14 @@ func (h *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Ha
 	err := h.app.proxy.Forward(r.Context(), w, x)
 	logExchange(r, x)
 	for i, t := range x.Tries {
-		h.logger.Warn("deployment failed; request moved to the next",
-			zap.String("request_id", c.ID), zap.String("model", c.Model.ID), zap.String("deployment", t.Deployment.Name()),
-			zap.Int("attempt", i+1), zap.Int("status", t.Err.Status), zap.String("code", t.Err.Code),
-			zap.Duration("duration", t.Duration), zap.Error(t.Err.Err))
+		// The last try is the request's answer when no later attempt
+		// was made; the WARN below reports it.
+		if i+1 < x.Attempts {
+			h.logger.Warn("deployment failed; request moved to the next",
+				zap.String("request_id", c.ID), zap.String("model", c.Model.ID), zap.String("deployment", t.Deployment.Name()),
+				zap.Int("attempt", i+1), zap.Int("status", t.Err.Status), zap.String("code", t.Err.Code),
+				zap.Duration("duration", t.Duration), zap.Error(t.Err.Err))
+		}
 	}
 	if err == nil {
 		return nil

@@ -1498,9 +1498,9 @@ func TestResilienceCaddyfileAdapt(t *testing.T) {
 		{"deploy weight given twice", model("a a-1 2 weight 3"), "model m: deploy weight given twice"},
 		{"deploy api_key given twice", model("a a-1 api_key {env.X} api_key {env.Y}"), "model m: deploy api_key given twice"},
 		{"deploy unknown keyword", model("a a-1 region eu"), `model m: deploy option "region"`},
-		{"deploy api_key without a value after a weight", model("a a-1 weight 2 api_key"), `model m: deploy option "api_key" needs a value`},
-		{"deploy api_key without a value", model("a a-1 api_key"), `model m: deploy option "api_key" needs a value`},
-		{"deploy weight without a value", model("a a-1 api_key {env.X} weight"), `model m: deploy option "weight" needs a value`},
+		{"deploy api_key without a value after a weight", model("a a-1 weight 2 api_key"), `model m: deploy options weight and api_key each need one value`},
+		{"deploy api_key without a value", model("a a-1 api_key"), `model m: deploy options weight and api_key each need one value`},
+		{"deploy weight without a value", model("a a-1 api_key {env.X} weight"), `model m: deploy options weight and api_key each need one value`},
 	} {
 		t.Run(tc.name+" is refused", func(t *testing.T) {
 			_, err := adaptArcane(t, resArcaneCaddyfile(tc.options))

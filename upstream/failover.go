@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"sync/atomic"
@@ -22,7 +23,7 @@ type Try struct {
 // Default timeouts and failover bounds.
 const (
 	DefaultAttempts              = 3
-	DefaultTryDuration           = 60 * time.Second
+	DefaultTryDuration           = 10 * time.Minute
 	DefaultResponseHeaderTimeout = 5 * time.Minute
 	DefaultIdleTimeout           = 5 * time.Minute
 	DefaultRequestTimeout        = 30 * time.Minute
@@ -50,6 +51,10 @@ type attempt struct {
 	idleTimeout time.Duration
 	// deadline is the request's: request_timeout after it began.
 	deadline time.Time
+	// body is the answer's body while a stream reads it through the
+	// attempt, so that every read restarts the idle timer (SSE comments
+	// a provider sends to keep a slow stream alive included).
+	body io.Reader
 
 	dep *Deployment
 	// ticket is the probe's when the attempt probes a half-open circuit.
@@ -102,6 +107,15 @@ func (a *attempt) headers() {
 
 // touch restarts the idle timer after a read.
 func (a *attempt) touch() { a.timer.Reset(min(a.idleTimeout, time.Until(a.deadline))) }
+
+// Read reads the answer's body, restarting the idle timer on data.
+func (a *attempt) Read(p []byte) (int, error) {
+	n, err := a.body.Read(p)
+	if n > 0 {
+		a.touch()
+	}
+	return n, err
+}
 
 // firstByte records the time to the answer's first byte as the
 // deployment's latency sample.
@@ -157,9 +171,11 @@ func (a *attempt) timeoutError(cause error) *Error {
 	case errors.Is(cause, errRequestTimeout):
 		msg = "The request took longer than this gateway allows."
 	}
-	if !errors.Is(cause, errRequestTimeout) {
+	if errors.Is(cause, errRequestTimeout) {
 		// A request that outlives request_timeout says nothing of the
 		// deployment; a deployment that keeps the gateway waiting does.
+		a.verdict = verdictNone
+	} else {
 		a.fail(cause.Error())
 	}
 	return &Error{Status: http.StatusGatewayTimeout, Type: "server_error", Code: "upstream_timeout", Message: msg,
@@ -198,10 +214,11 @@ func (p *Proxy) Forward(ctx context.Context, w http.ResponseWriter, x *Exchange)
 	}
 	start := p.now()
 	buf := getBuf()
-	defer putBuf(buf)
+	defer func() { putBuf(buf) }()
 	var (
 		tried   uint64
 		last    *Error
+		lastDep *Deployment
 		refusal error
 	)
 	for x.Attempts < attempts && (x.Attempts == 0 || p.now().Sub(start) < window && time.Now().Before(deadline)) {
@@ -225,13 +242,18 @@ func (p *Proxy) Forward(ctx context.Context, w http.ResponseWriter, x *Exchange)
 			// Only this provider's translation refuses the request; a
 			// deployment on another provider may take it.
 			x.Refused, refusal = false, err
+			x.Deployment = lastDep
 			continue
 		}
 		if x.Delivered || !ue.retry || ctx.Err() != nil {
 			return err
 		}
 		x.Tries = append(x.Tries, Try{Deployment: dep, Err: ue, Duration: p.now().Sub(began)})
-		last = ue
+		last, lastDep = ue, dep
+		// The transport may still be reading the body of a request that
+		// was answered early (RoundTrip's contract): the next attempt gets
+		// a buffer of its own, and this one is left to the collector.
+		buf = new([]byte)
 	}
 	switch {
 	case last != nil:
@@ -261,11 +283,20 @@ func (p *Proxy) Forward(ctx context.Context, w http.ResponseWriter, x *Exchange)
 
 // try makes one attempt at x on dep.
 func (p *Proxy) try(client context.Context, deadline time.Time, w http.ResponseWriter, x *Exchange, dep *Deployment, ticket uint64, buf *[]byte) error {
+	attempts0 := x.Attempts
+	if ticket != 0 {
+		// A probe that is never sent (refused input, a panic) gives its
+		// claim back; once sent, end settles it.
+		defer func() {
+			if x.Attempts == attempts0 {
+				dep.Health.abandon(ticket)
+			}
+		}()
+	}
 	if dep.Provider.Type == TypeAnthropic {
 		body, err := p.anthropicRequest((*buf)[:0], x, dep)
 		*buf = body
 		if err != nil {
-			dep.Health.abandon(ticket)
 			return err
 		}
 	} else {

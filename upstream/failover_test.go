@@ -756,3 +756,101 @@ func TestFailoverAllDown(t *testing.T) {
 		f.wantCalls(1, 1)
 	})
 }
+
+// The review's findings, each a test that failed before its fix.
+func TestFailoverReviewFixes(t *testing.T) {
+	t.Run("a request that outlives request_timeout teaches its deployment nothing and is not retried", func(t *testing.T) {
+		checkGoroutines(t)
+		stuck, cancelled := hang(nil, nil)
+		f := newFailover(t,
+			upstreamSpec{name: "a", handler: stuck, weight: heavy},
+			upstreamSpec{name: "b", handler: answerOK, weight: 1})
+		f.proxy.RequestTimeout = 100 * time.Millisecond
+		x, w, err := f.forward(context.Background(), plainBody)
+		wantError(t, err, http.StatusGatewayTimeout, "upstream_timeout", "")
+		wantNothingWritten(t, w)
+		wantTries(t, x, 1)
+		waitClosed(t, cancelled, "a")
+		f.wantCalls(1, 0)
+		f.wantHealth(0, StateClosed, 0, 0, 0)
+	})
+
+	t.Run("SSE comments from the provider keep a slow stream alive", func(t *testing.T) {
+		checkGoroutines(t)
+		slow := func(w http.ResponseWriter, r *http.Request) {
+			io.Copy(io.Discard, r.Body)
+			w.Header().Set("Content-Type", "text/event-stream")
+			rc := http.NewResponseController(w)
+			io.WriteString(w, "data: "+streamChunk("Hello")+"\n\n")
+			rc.Flush()
+			// Five comments 40ms apart: 200ms without an event, twice
+			// the idle timeout, but never 100ms without data.
+			for range 5 {
+				select {
+				case <-r.Context().Done():
+					return
+				case <-time.After(40 * time.Millisecond):
+				}
+				io.WriteString(w, ": PROCESSING\n\n")
+				rc.Flush()
+			}
+			io.WriteString(w, "data: "+streamChunk(" there")+"\n\ndata: [DONE]\n\n")
+		}
+		f := newFailover(t, upstreamSpec{name: "a", handler: slow, weight: 1, idleTimeout: 100 * time.Millisecond})
+		x, w, err := f.forward(context.Background(), streamBody)
+		wantServed(t, x, err, "a/private-2025", 1)
+		want := publicFrame(streamChunk("Hello")) + publicFrame(streamChunk(" there")) + "data: [DONE]\n\n"
+		if w.Body.String() != want || x.Outcome != OutcomeOK {
+			t.Fatalf("outcome %s, client got\n%s\nwant\n%s", x.Outcome, w.Body.String(), want)
+		}
+		f.wantHealth(0, StateClosed, 1, 0, 0)
+	})
+
+	t.Run("a refusal after a failure leaves the failed deployment as the request's", func(t *testing.T) {
+		checkGoroutines(t)
+		f := newFailover(t, upstreamSpec{name: "a", handler: answerStatus(http.StatusServiceUnavailable, ""), weight: heavy})
+		// b is an Anthropic deployment, whose translation refuses n: 2.
+		p, err := NewProvider("b", TypeAnthropic, "http://127.0.0.1:1", "sk-b", http.DefaultClient)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.model.Deployments = append(f.model.Deployments, &Deployment{Provider: p, Model: "claude", Weight: 1, Health: new(Health), name: "b/claude"})
+		x, w, err := f.forward(context.Background(), `{"model":"public","messages":[{"role":"user","content":"Hi"}],"n":2}`)
+		wantError(t, err, http.StatusBadGateway, "upstream_error", "")
+		wantNothingWritten(t, w)
+		if x.Deployment == nil || x.Deployment.Name() != "a/private-2025" || x.Refused {
+			t.Fatalf("deployment %v refused %v, want a/private-2025, not refused", x.Deployment, x.Refused)
+		}
+		wantTries(t, x, 1, "a/private-2025 502 upstream_error")
+	})
+
+	t.Run("a probe whose request is refused gives its claim back", func(t *testing.T) {
+		p, err := NewProvider("b", TypeAnthropic, "http://127.0.0.1:1", "sk-b", http.DefaultClient)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := new(Health)
+		c, err := NewCatalog([]*Model{{ID: "public", Deployments: []*Deployment{{Provider: p, Model: "claude", Health: h}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, _ := c.Lookup("public")
+		for range 5 {
+			failOnce(h, epoch, &Breaker{})
+		}
+		body := `{"model":"public","messages":[{"role":"user","content":"Hi"}],"n":2}`
+		req, err := openai.ScanRequest([]byte(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		x := &Exchange{Body: []byte(body), Request: &req, Model: m, Header: http.Header{}}
+		proxy := &Proxy{Tokens: testCounter, Now: func() time.Time { return at(30 * time.Second) }}
+		err = proxy.Forward(context.Background(), httptest.NewRecorder(), x)
+		if !x.Refused || err == nil {
+			t.Fatalf("refused %v, err %v", x.Refused, err)
+		}
+		if _, ok := h.claimProbe(at(30 * time.Second)); !ok {
+			t.Fatal("the refused probe kept its claim: the deployment is wedged half-open")
+		}
+	})
+}

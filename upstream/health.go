@@ -124,17 +124,19 @@ type Health struct {
 type verdict int
 
 const (
+	// verdictNone: nothing was learnt (the client left first, the request
+	// ran out of time, the gateway failed). The zero value, so that only
+	// an explicit answer counts.
+	verdictNone verdict = iota
 	// verdictOK: the deployment answered (a refusal of the request itself,
 	// such as a 400, counts: the deployment works).
-	verdictOK verdict = iota
+	verdictOK
 	// verdictFailed: the deployment failed (connection, timeout, 5xx, a
 	// broken answer, rejected credentials).
 	verdictFailed
 	// verdictLimited: the provider answered 429; the deployment is benched
 	// for its Retry-After.
 	verdictLimited
-	// verdictNone: nothing was learnt (the client left first).
-	verdictNone
 )
 
 // ewmaWeight is the weight of a new latency sample, in 1/8ths.

@@ -182,6 +182,8 @@ func (p *Proxy) send(a *attempt, x *Exchange, body []byte) (*http.Response, erro
 			Message: "The model's provider could not be reached. Retry with backoff.", Err: err, retry: true}
 	}
 	a.headers()
+	// An answer: the deployment works, unless what follows says otherwise.
+	a.verdict = verdictOK
 	if resp.StatusCode != http.StatusOK {
 		defer resp.Body.Close()
 		return nil, p.upstreamError(a, resp, x)
@@ -429,7 +431,8 @@ const maxCountBuffer = 1 << 20
 // anything still leaves the request free to go to another deployment.
 func (p *Proxy) stream(a *attempt, w http.ResponseWriter, resp *http.Response, x *Exchange) error {
 	rc := http.NewResponseController(w)
-	rd := sse.NewReader(resp.Body, p.MaxEvent)
+	a.body = resp.Body
+	rd := sse.NewReader(a, p.MaxEvent)
 	out := getBuf()
 	defer putBuf(out)
 	chunk := getBuf()
@@ -449,7 +452,6 @@ func (p *Proxy) stream(a *attempt, w http.ResponseWriter, resp *http.Response, x
 			readErr = err
 			break
 		}
-		a.touch()
 		if sse.IsDone(ev.Data) {
 			sawDone = true
 			break

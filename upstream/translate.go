@@ -66,7 +66,8 @@ func (p *Proxy) anthropicSingle(a *attempt, w http.ResponseWriter, resp *http.Re
 // completion is counted over the text the client received instead.
 func (p *Proxy) anthropicStream(a *attempt, w http.ResponseWriter, resp *http.Response, x *Exchange) error {
 	rc := http.NewResponseController(w)
-	rd := sse.NewReader(resp.Body, p.MaxEvent)
+	a.body = resp.Body
+	rd := sse.NewReader(a, p.MaxEvent)
 	st := anthropic.NewStream(x.Model.ID, time.Now())
 	out := getBuf()
 	defer putBuf(out)
@@ -85,7 +86,6 @@ func (p *Proxy) anthropicStream(a *attempt, w http.ResponseWriter, resp *http.Re
 			readErr = err
 			break
 		}
-		a.touch()
 		*out, err = st.Event((*out)[:0], ev.Name, ev.Data)
 		if err != nil {
 			readErr = err
