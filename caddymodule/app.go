@@ -69,6 +69,15 @@ type App struct {
 	// in-band error. Default: 30m.
 	RequestTimeout caddy.Duration `json:"request_timeout,omitempty"`
 
+	// StreamKeepAlive, when set, sends a streaming client an SSE comment
+	// (`: keep-alive`) at this interval while the answer's first event is
+	// slow, so that clients and proxies that drop idle connections wait.
+	// The first comment sends the 200 and the stream's headers: a request
+	// that then fails before its first event ends with an in-band error
+	// instead of an error status. Failover still works until the first
+	// event. Default: off.
+	StreamKeepAlive caddy.Duration `json:"stream_keepalive,omitempty"`
+
 	// Demo, when true, makes sure an account named "demo" exists (with
 	// $10.00 on first creation) and mints a fresh key for it at start,
 	// printed once to standard error; earlier demo keys are revoked. It is
@@ -148,7 +157,8 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return err
 	}
 	a.catalog, a.prices = catalog, prices
-	a.proxy = &upstream.Proxy{Tokens: tokenCounter, RequestTimeout: time.Duration(a.RequestTimeout), Now: healthNow}
+	a.proxy = &upstream.Proxy{Tokens: tokenCounter, RequestTimeout: time.Duration(a.RequestTimeout),
+		KeepAlive: time.Duration(a.StreamKeepAlive), Now: healthNow}
 	if f := a.Failover; f != nil {
 		a.proxy.Attempts, a.proxy.TryDuration = f.Attempts, time.Duration(f.TryDuration)
 	}
@@ -197,6 +207,9 @@ func (a *App) Validate() error {
 	}
 	if a.RequestTimeout < 0 {
 		return fmt.Errorf("request_timeout must not be negative")
+	}
+	if a.StreamKeepAlive < 0 {
+		return fmt.Errorf("stream_keepalive must not be negative")
 	}
 	if f := a.Failover; f != nil && (f.Attempts < 0 || f.Attempts > upstream.MaxDeployments || f.TryDuration < 0) {
 		return fmt.Errorf("failover: attempts must be 1 to %d and try_duration not negative", upstream.MaxDeployments)

@@ -40,6 +40,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //		max_request_body <size>
 //		default_max_output_tokens <n>
 //		request_timeout <duration>
+//		stream_keepalive <duration>
 //		failover {
 //			attempts     <n>
 //			try_duration <duration>
@@ -106,15 +107,19 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			continue
-		case "request_timeout":
+		case "request_timeout", "stream_keepalive":
 			if !d.NextArg() {
 				return d.ArgErr()
 			}
 			dur, err := caddy.ParseDuration(d.Val())
 			if err != nil || dur <= 0 {
-				return d.Errf("request_timeout %q: expected a positive duration such as 30m", d.Val())
+				return d.Errf("%s %q: expected a positive duration such as 15s", name, d.Val())
 			}
-			a.RequestTimeout = caddy.Duration(dur)
+			if name == "request_timeout" {
+				a.RequestTimeout = caddy.Duration(dur)
+			} else {
+				a.StreamKeepAlive = caddy.Duration(dur)
+			}
 		case "max_request_body":
 			if !d.NextArg() {
 				return d.ArgErr()

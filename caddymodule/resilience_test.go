@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/json"
@@ -1535,4 +1536,84 @@ func TestResilienceCaddyfileAdapt(t *testing.T) {
 			}
 		})
 	}
+}
+
+// stream_keepalive: while a stream's first event is slow, the client gets
+// SSE comments, which the openai-go SDK skips; a failover after them
+// still serves the stream, and a failure after them ends in band.
+func TestResilienceStreamKeepAlive(t *testing.T) {
+	a, b := resServed(t, "a", "response_header_timeout 250ms"), resServed(t, "b", "")
+	env := startResilience(t, resOptions{deploys: firstDeploys(a, b), arcane: "stream_keepalive 60ms"}, a, b)
+	cancelled := make(chan struct{})
+	sawCancel := onceCloser(cancelled)
+	stop, _ := releaser(t)
+	a.up.handle(func(w http.ResponseWriter, r *http.Request, _ []byte) {
+		select {
+		case <-r.Context().Done():
+			sawCancel()
+		case <-stop:
+		}
+	})
+	b.up.handle(replyWith(standardReply))
+
+	t.Run("the SDK skips the comments and gets b's stream", func(t *testing.T) {
+		var raw *http.Response
+		client := env.sdk()
+		stream := client.Chat.Completions.NewStreaming(context.Background(), resParams, option.WithResponseInto(&raw))
+		defer stream.Close()
+		var text strings.Builder
+		for stream.Next() {
+			for _, c := range stream.Current().Choices {
+				text.WriteString(c.Delta.Content)
+			}
+		}
+		if err := stream.Err(); err != nil {
+			t.Fatalf("stream: %v", err)
+		}
+		if text.String() != standardReply.content() {
+			t.Errorf("streamed %q, want %q", text.String(), standardReply.content())
+		}
+		waitFor(t, cancelled, "a's handler seeing its request cancelled")
+		env.assertRow(t, requestID(t, raw.Header), b.deployment(), 2, "ok", standardCost)
+	})
+
+	t.Run("raw framing: comments, then the stream", func(t *testing.T) {
+		resp := settledChat(t, http.MethodPost, env.key.Key, chatBody(publicModel, `,"stream":true`))
+		if resp.Status != http.StatusOK || !strings.HasPrefix(string(resp.Body), ": keep-alive\n\n: keep-alive\n\n") {
+			t.Fatalf("status %d, body %q: want 200 opening with comments", resp.Status, head(string(resp.Body)))
+		}
+		events := splitEvents(t, withoutComments(resp.Body))
+		if events[len(events)-1] != "[DONE]" || strings.Contains(string(resp.Body), "finish_reason\":\"error") {
+			t.Fatalf("events %q, want b's stream ending with [DONE]", events)
+		}
+	})
+
+	t.Run("every deployment failing after the comments ends in band", func(t *testing.T) {
+		b.up.handle(func(w http.ResponseWriter, r *http.Request, _ []byte) {
+			select {
+			case <-r.Context().Done():
+			case <-time.After(150 * time.Millisecond): // slow enough for a comment
+			}
+			writeUpstreamError(w, http.StatusInternalServerError, "server_error", "The server had an error.")
+		})
+		resp := settledChat(t, http.MethodPost, env.key.Key, chatBody(publicModel, `,"stream":true`))
+		if resp.Status != http.StatusOK || !strings.HasPrefix(string(resp.Body), ": keep-alive\n\n") {
+			t.Fatalf("status %d, body %q: want 200 opening with a comment", resp.Status, head(string(resp.Body)))
+		}
+		events := splitEvents(t, withoutComments(resp.Body))
+		if len(events) != 2 || events[1] != "[DONE]" {
+			t.Fatalf("events %q, want the error chunk and [DONE]", events)
+		}
+		e := decodeChunk(t, events[0])
+		if e.Error == nil || e.Error["code"] != "upstream_error" || len(e.Choices) != 1 || e.Choices[0].FinishReason == nil ||
+			*e.Choices[0].FinishReason != "error" {
+			t.Errorf("the error chunk is %s", events[0])
+		}
+		env.assertRow(t, requestID(t, resp.Header), b.deployment(), 2, "upstream_error", 0)
+	})
+	env.assertNothingLeft(t)
+}
+
+func withoutComments(body []byte) []byte {
+	return bytes.ReplaceAll(body, []byte(": keep-alive\n\n"), nil)
 }

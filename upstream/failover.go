@@ -205,6 +205,21 @@ func (p *Proxy) Forward(ctx context.Context, w http.ResponseWriter, x *Exchange)
 		timeout = DefaultRequestTimeout
 	}
 	deadline := time.Now().Add(timeout)
+	if x.Request.Stream && p.KeepAlive > 0 {
+		x.keepAlive = startKeepAlive(w, p.KeepAlive)
+		defer func() { x.keepAlive.stop() }()
+	}
+	err := p.forward(ctx, deadline, w, x)
+	if err != nil && x.keepAlive.stop() {
+		// Keep-alive comments sent the headers: the client hears of the
+		// failure in band.
+		return p.endInBand(w, x, err)
+	}
+	return err
+}
+
+// forward is Forward's failover loop.
+func (p *Proxy) forward(ctx context.Context, deadline time.Time, w http.ResponseWriter, x *Exchange) error {
 	attempts, window := p.Attempts, p.TryDuration
 	if attempts <= 0 {
 		attempts = DefaultAttempts

@@ -69,6 +69,10 @@ type Exchange struct {
 	// tried); Tries lists the failed ones that were moved on from.
 	Attempts int
 	Tries    []Try
+
+	// keepAlive writes comments to a stream's client until its first
+	// event (Proxy.KeepAlive).
+	keepAlive *keepAlive
 }
 
 // Error is a failure before anything was written to the client; the
@@ -127,6 +131,10 @@ type Proxy struct {
 	RequestTimeout time.Duration
 	// Breaker is the circuit-breaking policy for every deployment.
 	Breaker Breaker
+	// KeepAlive, when positive, makes a stream's client get an SSE
+	// comment at this interval until the answer's first event. Zero turns
+	// keep-alives off.
+	KeepAlive time.Duration
 	// Now is the clock circuits are timed by; nil means time.Now.
 	Now func() time.Time
 }
@@ -538,7 +546,9 @@ func (p *Proxy) stream(a *attempt, w http.ResponseWriter, resp *http.Response, x
 				Message: msg, Err: readErr, retry: true}
 		}
 		// An empty but complete stream: answer it as one.
-		startStream(w)
+		if !x.keepAlive.stop() {
+			startStream(w)
+		}
 		x.Delivered = true
 	}
 	if a.client.Err() != nil {
@@ -554,7 +564,7 @@ func (p *Proxy) stream(a *attempt, w http.ResponseWriter, resp *http.Response, x
 		// The provider broke off mid-stream: say so in band, the way
 		// OpenRouter's clients expect, then end the stream cleanly.
 		code, msg := a.brokenOff(readErr)
-		*chunk = appendStreamError((*chunk)[:0], *first, x.Model.ID, code, msg)
+		*chunk = appendStreamError((*chunk)[:0], *first, x.Model.ID, "server_error", code, msg)
 		*out = sse.AppendData(*out, *chunk)
 		x.Outcome = OutcomeUpstreamError
 	default:
@@ -607,10 +617,13 @@ func isObject(data []byte) bool {
 // stream: OpenAI's error object beside a choice finished with "error", with
 // the id and created time of the stream's first chunk so that it matches
 // the chunks before it.
-func appendStreamError(dst, first []byte, model, code, msg string) []byte {
+func appendStreamError(dst, first []byte, model, typ, code, msg string) []byte {
 	var head struct {
 		ID      string `json:"id"`
 		Created int64  `json:"created"`
+	}
+	if first == nil {
+		head.Created = time.Now().Unix()
 	}
 	_ = json.Unmarshal(first, &head)
 	id, _ := json.Marshal(head.ID)
@@ -622,8 +635,32 @@ func appendStreamError(dst, first []byte, model, code, msg string) []byte {
 	dst = append(dst, `,"model":`...)
 	dst = append(dst, m...)
 	dst = append(dst, `,"choices":[{"index":0,"delta":{},"finish_reason":"error"}],`...)
-	env := openai.MarshalError(msg, "server_error", "", code) // {"error":{…}}
+	env := openai.MarshalError(msg, typ, "", code) // {"error":{…}}
 	return append(dst, env[1:]...)
+}
+
+// endInBand ends a stream whose headers keep-alive comments sent, but
+// whose request failed before its first event: the failure that would
+// have been the answer goes in band, then [DONE].
+func (p *Proxy) endInBand(w http.ResponseWriter, x *Exchange, err error) error {
+	if x.Outcome == OutcomeClientClosed {
+		return nil
+	}
+	typ, code, msg := "server_error", "upstream_error", "The model's provider failed before answering."
+	var ue *Error
+	if errors.As(err, &ue) {
+		typ, code, msg = ue.Type, ue.Code, ue.Message
+	}
+	out := getBuf()
+	defer putBuf(out)
+	chunk := getBuf()
+	defer putBuf(chunk)
+	*chunk = appendStreamError((*chunk)[:0], nil, x.Model.ID, typ, code, msg)
+	*out = sse.AppendDone(sse.AppendData((*out)[:0], *chunk))
+	if _, err := w.Write(*out); err == nil {
+		_ = http.NewResponseController(w).Flush()
+	}
+	return nil
 }
 
 // errorEvent reports whether a chunk is an error event, an object with a
@@ -652,7 +689,9 @@ func errorEvent(data []byte) (string, bool) {
 // with the first; false means the client is gone (x says so).
 func emit(w http.ResponseWriter, rc *http.ResponseController, x *Exchange, frames []byte) bool {
 	if !x.Delivered {
-		startStream(w)
+		if !x.keepAlive.stop() {
+			startStream(w)
+		}
 		x.Delivered = true
 	}
 	if _, err := w.Write(frames); err != nil {
