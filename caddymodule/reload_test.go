@@ -51,7 +51,10 @@ func loadCaddyfile(t testing.TB, cfg string) (int, string) {
 	}
 	req.Header.Set("Content-Type", "text/caddyfile")
 	req.Header.Set("Origin", adminURL)
-	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	// A fresh connection: a failed load restarts the admin endpoint, so a
+	// kept-alive one may be dead (seen in CI as "POST /load: EOF").
+	req.Close = true
+	resp, err := (&http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}).Do(req)
 	if err != nil {
 		t.Fatalf("POST /load: %v", err)
 	}
