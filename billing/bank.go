@@ -42,7 +42,13 @@ func (e *InsufficientError) Unwrap() error { return ErrInsufficientBalance }
 type Bank struct {
 	store  Store
 	shards [bankShards]bankShard
+	// open counts the holds placed and not yet settled or released.
+	open atomic.Int64
 }
+
+// OpenHolds is how many holds are open: requests in flight that reserved
+// money.
+func (b *Bank) OpenHolds() int64 { return b.open.Load() }
 
 const bankShards = 64
 
@@ -115,6 +121,7 @@ func (b *Bank) Hold(accountID string, amount Amount) (*Hold, error) {
 	w.held += amount
 	w.holds++
 	sh.mu.Unlock()
+	b.open.Add(1)
 	return &Hold{bank: b, shard: sh, wallet: w, AccountID: accountID, Amount: amount}, nil
 }
 
@@ -194,6 +201,7 @@ func (h *Hold) Settle(c Charge) (Entry, error) {
 	h.wallet.held -= h.Amount
 	h.wallet.holds--
 	h.shard.mu.Unlock()
+	h.bank.open.Add(-1)
 	return e, err
 }
 
@@ -209,4 +217,5 @@ func (h *Hold) Release() {
 	h.wallet.held -= h.Amount
 	h.wallet.holds--
 	h.shard.mu.Unlock()
+	h.bank.open.Add(-1)
 }

@@ -394,3 +394,28 @@ func TestReleaseGivesTheHoldBackWithoutARow(t *testing.T) {
 	}
 	mustHold(t, bank, acct.ID, 10*Dollar) // the whole balance is available again
 }
+
+func TestOpenHoldsCountsHoldsUntilSettledOrReleased(t *testing.T) {
+	s, _, _ := openTestStore(t)
+	acct := mustCreateAccount(t, s, "acme", 10*Dollar)
+	bank := NewBank(s)
+	if n := bank.OpenHolds(); n != 0 {
+		t.Fatalf("open holds at start = %d", n)
+	}
+	a, b := mustHold(t, bank, acct.ID, Dollar), mustHold(t, bank, acct.ID, Dollar)
+	if _, err := bank.Hold(acct.ID, 100*Dollar); err == nil {
+		t.Fatal("a hold beyond the balance was placed")
+	}
+	if n := bank.OpenHolds(); n != 2 {
+		t.Fatalf("open holds = %d, want 2 (a refused hold is not one)", n)
+	}
+	mustSettleHold(t, a, "req_open_a", 1)
+	if _, err := a.Settle(Charge{RequestID: "req_open_a2", Cost: 1}); !errors.Is(err, ErrSettled) {
+		t.Fatalf("settling twice: %v", err)
+	}
+	b.Release()
+	b.Release()
+	if n := bank.OpenHolds(); n != 0 {
+		t.Fatalf("open holds after settle and release (each twice) = %d, want 0", n)
+	}
+}

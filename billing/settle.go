@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -74,6 +75,8 @@ type committer struct {
 
 	batches     atomic.Uint64
 	settlements atomic.Uint64
+	// observe, when set, sees each committed batch (ObserveCommits).
+	observe atomic.Pointer[func(batch int, took time.Duration)]
 }
 
 // SettleStats counts the commit loop's work since the store opened.
@@ -81,6 +84,18 @@ type SettleStats struct {
 	// Batches is the number of transactions committed, Settlements the
 	// number of charges they carried.
 	Batches, Settlements uint64
+}
+
+// ObserveCommits makes f see every settlement transaction once it is on
+// disk: how many settlements it carried and how long the commit took.
+// A later call replaces f; nil stops the observations. f must be quick:
+// settlements wait for it.
+func (s *BoltStore) ObserveCommits(f func(batch int, took time.Duration)) {
+	if f == nil {
+		s.gc.observe.Store(nil)
+		return
+	}
+	s.gc.observe.Store(&f)
 }
 
 // SettleStats reports how settlements have been batched.
@@ -125,7 +140,11 @@ func (s *BoltStore) commitLoop() {
 				break drain
 			}
 		}
+		began := time.Now()
 		s.commitBatch(batch)
+		if observe := s.gc.observe.Load(); observe != nil {
+			(*observe)(len(batch), time.Since(began))
+		}
 		s.gc.batches.Add(1)
 		s.gc.settlements.Add(uint64(len(batch)))
 		for i, st := range batch {

@@ -831,3 +831,43 @@ func TestCorruptAccountFailsAloneInItsBatch(t *testing.T) {
 		t.Fatalf("good balance = %s, %v", bal, err)
 	}
 }
+
+func TestObserveCommitsSeesEveryBatch(t *testing.T) {
+	s, _, _ := openTestStore(t)
+	acct := mustCreateAccount(t, s, "acme", 100*Dollar)
+	var mu sync.Mutex
+	var batches, settled int
+	s.ObserveCommits(func(batch int, took time.Duration) {
+		mu.Lock()
+		defer mu.Unlock()
+		if batch <= 0 || took < 0 {
+			t.Errorf("observed batch %d in %v", batch, took)
+		}
+		batches++
+		settled += batch
+	})
+	const n = 50
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			if _, err := s.Settle(Charge{RequestID: fmt.Sprintf("req_obs_%d", i), AccountID: acct.ID, Cost: 1}); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	mu.Lock()
+	if settled != n || batches < 1 || batches > n {
+		t.Fatalf("observed %d settlements in %d batches, want %d settlements", settled, batches, n)
+	}
+	mu.Unlock()
+	s.ObserveCommits(nil)
+	if _, err := s.Settle(Charge{RequestID: "req_obs_after", AccountID: acct.ID, Cost: 1}); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if settled != n {
+		t.Fatalf("observed a commit after ObserveCommits(nil): %d", settled)
+	}
+}

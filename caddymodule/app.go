@@ -95,6 +95,8 @@ type App struct {
 	defaultMaxOutput int64
 	// healthKeys are the deployment health entries this config holds.
 	healthKeys []string
+	// metrics are this config's; nil when Caddy gave no registry.
+	metrics *metrics
 }
 
 // FailoverConfig bounds failover: a request whose deployment fails before
@@ -188,6 +190,11 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return err
 	}
 	a.db = db
+	if reg := ctx.GetMetricsRegistry(); reg != nil {
+		if a.metrics, err = newMetrics(reg, a); err != nil {
+			return fmt.Errorf("registering metrics: %w", err)
+		}
+	}
 	return nil
 }
 
@@ -232,6 +239,10 @@ func (a *App) Validate() error {
 // Start mints the demo key when asked to. It runs only when a config is
 // really started, never for `caddy validate`.
 func (a *App) Start() error {
+	if a.metrics != nil {
+		// The store outlives configs: the running one observes it.
+		a.db.store.ObserveCommits(a.metrics.observeCommit)
+	}
 	if a.Demo && a.db.demoDone.CompareAndSwap(false, true) {
 		if err := startDemo(a.db); err != nil {
 			a.db.demoDone.Store(false)

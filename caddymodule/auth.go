@@ -88,6 +88,7 @@ func (h *Auth) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 	start := h.now()
 	secret, fail := bearer(r.Header.Get("Authorization"))
 	if fail != nil {
+		h.app.metrics.reject(fail.Code)
 		writeError(w, r, *fail)
 		return nil
 	}
@@ -111,15 +112,22 @@ func (h *Auth) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 		if c := h.logger.Check(zapcore.DebugLevel, "refused API key"); c != nil {
 			c.Write(zap.String("reason", e.Message))
 		}
+		reason := e.Code
+		if reason == "" {
+			reason = "gateway_error"
+		}
+		h.app.metrics.reject(reason)
 		writeError(w, r, e)
 		return nil
 	}
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	repl.Set("http.auth.user.id", p.Key.AccountID)
 	repl.Set("http.auth.user.key_id", p.Key.ID)
-	newCall(w, r, p, start)
+	c := newCall(w, r, p, start)
 	r.Header.Del("Authorization")
-	return next.ServeHTTP(w, r)
+	err = next.ServeHTTP(w, r)
+	h.app.metrics.finish(c, h.now())
+	return err
 }
 
 // bearer extracts the token from an Authorization header value. The scheme

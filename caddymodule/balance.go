@@ -76,11 +76,12 @@ func (h *Balance) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if err != nil {
 		var short *billing.InsufficientError
 		if errors.As(err, &short) {
-			writeError(w, r, insufficient(short))
+			h.app.metrics.reject("insufficient_balance")
+			c.refuse(w, r, insufficient(short), "insufficient_balance")
 			return nil
 		}
 		h.logger.Error("placing hold", zap.String("account", c.Principal.Key.AccountID), zap.Error(err))
-		writeError(w, r, errServer)
+		c.refuse(w, r, errServer, "gateway_error")
 		return nil
 	}
 	c.Hold = hold
@@ -134,6 +135,10 @@ func (h *Balance) settle(w http.ResponseWriter, r *http.Request, c *call, panick
 		_ = http.NewResponseController(w).Flush()
 	}
 	e, err := c.Hold.Settle(ch)
+	c.Charged = e.Cost()
+	if panicked {
+		c.Status, c.Outcome = http.StatusInternalServerError, "gateway_error"
+	}
 	if extra, ok := r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok {
 		extra.Add(zap.String("arcane_cost", e.Cost().String()))
 	}

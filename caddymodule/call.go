@@ -46,9 +46,23 @@ type call struct {
 
 	// Hold is the balance reserved for this request by arcane_balance,
 	// and Price the model's price it settles at; nil when nothing is
-	// charged.
-	Hold  *billing.Hold
-	Price billing.Price
+	// charged. Charged is what settlement took.
+	Hold    *billing.Hold
+	Price   billing.Price
+	Charged billing.Amount
+
+	// Status and Outcome say how a chat completion was answered, for the
+	// metrics: the HTTP status, and ok, client_closed, upstream_error,
+	// invalid_request, rate_limited, insufficient_balance or
+	// gateway_error. Status stays 0 for other requests.
+	Status  int
+	Outcome string
+}
+
+// refuse answers a chat completion with an error and records how it ended.
+func (c *call) refuse(w http.ResponseWriter, r *http.Request, e apiError, outcome string) {
+	c.Status, c.Outcome = e.Status, outcome
+	writeError(w, r, e)
 }
 
 // newCall starts a request's call: it takes a request id, announces it in
@@ -147,7 +161,7 @@ func keyedChat(w http.ResponseWriter, r *http.Request, app *App, logger *zap.Log
 		return nil
 	}
 	if e := c.chatRequest(r, app); e != nil {
-		writeError(w, r, *e)
+		c.refuse(w, r, *e, "invalid_request")
 		return nil
 	}
 	return c

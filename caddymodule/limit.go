@@ -206,6 +206,12 @@ func (h *Limit) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 			p.dec = p.store.Peek(p.id, p.lim, 0)
 		}
 		setLimitHeaders(w.Header(), &budgets)
+		reason := "rate_limit_requests"
+		if b.tokens {
+			reason = "rate_limit_tokens"
+		}
+		h.app.metrics.reject(reason)
+		c.Status, c.Outcome = http.StatusTooManyRequests, "rate_limited"
 		refuse(w, r, b)
 		return nil
 	}

@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"errors"
 	"net/http"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -55,8 +56,13 @@ func (h *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Ha
 		return nil
 	}
 	c := callFrom(w, r)
+	if c.Principal == nil {
+		// No arcane_auth before this handler (keyless serving): no one
+		// else will record the request's metrics.
+		defer func() { h.app.metrics.finish(c, time.Now()) }()
+	}
 	if e := c.chatRequest(r, h.app); e != nil {
-		writeError(w, r, *e)
+		c.refuse(w, r, *e, "invalid_request")
 		return nil
 	}
 	x := &upstream.Exchange{Body: c.Body, Request: c.Chat, Model: c.Model, Header: r.Header}
@@ -65,7 +71,11 @@ func (h *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Ha
 	}
 	c.Exchange = x
 	err := h.app.proxy.Forward(r.Context(), w, x)
-	logExchange(r, x)
+	c.Status, c.Outcome = http.StatusOK, string(x.Outcome)
+	if x.Outcome == upstream.OutcomeClientClosed {
+		c.Status = 499 // the client left, before or after the first byte
+	}
+	logExchange(r, c)
 	for i, t := range x.Tries {
 		// The last try is the request's answer when no later attempt
 		// was made; the WARN below reports it.
@@ -82,12 +92,17 @@ func (h *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Ha
 	var ue *upstream.Error
 	if !errors.As(err, &ue) {
 		h.logger.Error("proxying chat completion", zap.Error(err))
-		writeError(w, r, errServer)
+		c.refuse(w, r, errServer, "gateway_error")
 		return nil
 	}
 	if x.Outcome == upstream.OutcomeClientClosed {
 		// Nobody is listening; the access log still says what happened.
+		c.Status = 499
 		return caddyhttp.Error(499, err)
+	}
+	outcome := string(x.Outcome)
+	if x.Refused {
+		outcome = "invalid_request"
 	}
 	h.logger.Warn("upstream refused chat completion",
 		zap.String("request_id", c.ID), zap.String("model", c.Model.ID), zap.String("deployment", deploymentName(x)),
@@ -95,25 +110,36 @@ func (h *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Ha
 	if ue.RetryAfter != "" {
 		w.Header().Set("Retry-After", ue.RetryAfter)
 	}
-	writeError(w, r, apiError{Status: ue.Status, Type: ue.Type, Code: ue.Code, Param: ue.Param, Message: ue.Message})
+	c.refuse(w, r, apiError{Status: ue.Status, Type: ue.Type, Code: ue.Code, Param: ue.Param, Message: ue.Message}, outcome)
 	return nil
 }
 
-// logExchange puts what the proxy did on the request's access log line.
-func logExchange(r *http.Request, x *upstream.Exchange) {
+// logExchange puts what the proxy did on the request's access log line,
+// beside Caddy's own fields (user_id is the account, from arcane_auth).
+func logExchange(r *http.Request, c *call) {
 	extra, ok := r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields)
 	if !ok {
 		return
 	}
+	x := c.Exchange
+	if c.Principal != nil {
+		extra.Add(zap.String("arcane_key_id", c.Principal.Key.ID))
+		extra.Add(zap.String("arcane_account_id", c.Principal.Key.AccountID))
+	}
 	extra.Add(zap.String("arcane_model", x.Model.ID))
 	extra.Add(zap.String("arcane_deployment", deploymentName(x)))
-	extra.Add(zap.String("arcane_outcome", string(x.Outcome)))
 	extra.Add(zap.Int("arcane_attempts", x.Attempts))
+	extra.Add(zap.String("arcane_outcome", string(x.Outcome)))
+	if x.Delivered {
+		extra.Add(zap.Duration("arcane_ttft", x.FirstByte))
+	}
+	extra.Add(zap.Duration("arcane_upstream_duration", x.Upstream))
 	if x.Basis != "" {
 		extra.Add(zap.String("arcane_usage_basis", string(x.Basis)))
 		extra.Add(zap.Int64("arcane_prompt_tokens", x.Usage.PromptTokens))
 		extra.Add(zap.Int64("arcane_cached_tokens", x.Usage.CachedTokens))
 		extra.Add(zap.Int64("arcane_completion_tokens", x.Usage.CompletionTokens))
+		extra.Add(zap.Int64("arcane_reasoning_tokens", x.Usage.ReasoningTokens))
 	}
 }
 

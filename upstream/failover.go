@@ -134,9 +134,10 @@ func (a *attempt) fail(cause string) {
 	a.verdict, a.cause = verdictFailed, cause
 }
 
-// end stops the attempt's timer and context and tells the deployment's
-// health how it went.
-func (p *Proxy) end(a *attempt) {
+// end stops the attempt's timer and context, adds its time to x's time
+// upstream, and tells the deployment's health how it went.
+func (p *Proxy) end(a *attempt, x *Exchange) {
+	x.Upstream += time.Since(a.start)
 	a.timer.Stop()
 	a.cancel(context.Canceled)
 	if a.client.Err() != nil {
@@ -200,6 +201,7 @@ func (p *Proxy) now() time.Time {
 // goes away, the upstream request is cancelled.
 func (p *Proxy) Forward(ctx context.Context, w http.ResponseWriter, x *Exchange) error {
 	x.Outcome = OutcomeUpstreamError
+	x.began = time.Now()
 	timeout := p.RequestTimeout
 	if timeout <= 0 {
 		timeout = DefaultRequestTimeout
@@ -319,7 +321,7 @@ func (p *Proxy) try(client context.Context, deadline time.Time, w http.ResponseW
 	}
 	x.Attempts++
 	a := p.begin(client, deadline, dep, ticket)
-	defer p.end(a)
+	defer p.end(a, x)
 	resp, err := p.send(a, x, *buf)
 	if err != nil {
 		return err

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -70,9 +71,23 @@ type Exchange struct {
 	Attempts int
 	Tries    []Try
 
+	// FirstByte is how long after Forward began the answer's first byte
+	// went to the client (the time to first token, for a stream); zero
+	// when nothing was delivered. Upstream is the time spent in calls to
+	// deployments, from sending each request to the end of its answer.
+	FirstByte time.Duration
+	Upstream  time.Duration
+
 	// keepAlive writes comments to a stream's client until its first
 	// event (Proxy.KeepAlive).
 	keepAlive *keepAlive
+	began     time.Time
+}
+
+// delivering marks the first byte of the answer going to the client.
+func (x *Exchange) delivering() {
+	x.Delivered = true
+	x.FirstByte = max(time.Since(x.began), 1)
 }
 
 // Error is a failure before anything was written to the client; the
@@ -304,6 +319,11 @@ func (p *Proxy) requestRefused(resp *http.Response, x *Exchange, cause error) *E
 			e.Code = code
 		}
 	}
+	if key := x.Deployment.key(); key != "" && strings.Contains(e.Message, key) {
+		// A provider quoting the gateway's key in its words: the words
+		// go on, the key does not.
+		e.Message = strings.ReplaceAll(e.Message, key, "[REDACTED]")
+	}
 	return e
 }
 
@@ -393,7 +413,7 @@ func (p *Proxy) writeAnswer(w http.ResponseWriter, x *Exchange, out, spare *[]by
 	hdr.Set("Content-Type", "application/json")
 	hdr.Set("Content-Length", strconv.Itoa(len(*out)))
 	w.WriteHeader(http.StatusOK)
-	x.Delivered = true
+	x.delivering()
 	if _, err := w.Write(*out); err != nil {
 		x.Outcome = OutcomeClientClosed
 		return nil
@@ -549,7 +569,7 @@ func (p *Proxy) stream(a *attempt, w http.ResponseWriter, resp *http.Response, x
 		if !x.keepAlive.stop() {
 			startStream(w)
 		}
-		x.Delivered = true
+		x.delivering()
 	}
 	if a.client.Err() != nil {
 		x.Outcome = OutcomeClientClosed
@@ -692,7 +712,7 @@ func emit(w http.ResponseWriter, rc *http.ResponseController, x *Exchange, frame
 		if !x.keepAlive.stop() {
 			startStream(w)
 		}
-		x.Delivered = true
+		x.delivering()
 	}
 	if _, err := w.Write(frames); err != nil {
 		x.Outcome = OutcomeClientClosed

@@ -322,3 +322,17 @@ func TestNewCatalogRefusesHugeWeights(t *testing.T) {
 		t.Fatal("accepted a weight over MaxWeight")
 	}
 }
+
+func TestForwardNeverEchoesTheProviderKey(t *testing.T) {
+	_, _, err := exchangeFor(t, plainBody, func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusBadRequest)
+		io.WriteString(w, `{"error":{"message":"Key sk-provider cannot use private-2025 with x","type":"invalid_request_error","param":"x","code":"bad"}}`)
+	})
+	var ue *Error
+	if !errors.As(err, &ue) || ue.Status != http.StatusBadRequest {
+		t.Fatalf("err = %v", err)
+	}
+	if want := "Key [REDACTED] cannot use public with x"; ue.Message != want {
+		t.Fatalf("message %q, want %q", ue.Message, want)
+	}
+}
