@@ -7,8 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -1893,49 +1891,23 @@ func TestAnthropicClientDisconnectMidStream(t *testing.T) {
 		}
 	}))
 
-	conn, err := net.DialTimeout("tcp", strings.TrimPrefix(siteURL, "http://"), streamWait)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if err := conn.SetDeadline(time.Now().Add(2 * streamWait)); err != nil {
-		t.Fatal(err)
-	}
-	req := newChatRequest(t, context.Background(), http.MethodPost, env.key.Key, chatBody(claudeModel, `,"stream":true,"max_tokens":2000`), nil)
-	req.Close = true
-	if err := req.Write(conn); err != nil {
-		t.Fatal(err)
-	}
-	br := bufio.NewReader(conn)
-	resp, err := http.ReadResponse(br, req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("status %d", resp.StatusCode)
-	}
-	id := requestID(t, resp.Header)
-	er := newEventReader(resp.Body)
-	if c := decodeAnthropicChunk(t, er.next(t)); len(c.Choices) != 1 || c.Choices[0].Delta.Role == nil {
-		t.Fatalf("the first chunk is %+v, want the role chunk", c)
-	}
+	var id string
 	var got strings.Builder
-	for _, want := range pieces {
-		c := decodeAnthropicChunk(t, er.next(t))
-		if len(c.Choices) != 1 || c.Choices[0].Delta.Content == nil || *c.Choices[0].Delta.Content != want {
-			t.Fatalf("chunk %+v, want content %q", c, want)
+	leaveAfter(t, env.key.Key, chatBody(claudeModel, `,"stream":true,"max_tokens":2000`), nil, cancelled, func(req *http.Request, br *bufio.Reader) {
+		resp := readStreamStart(t, req, br)
+		id = requestID(t, resp.Header)
+		er := newEventReader(resp.Body)
+		if c := decodeAnthropicChunk(t, er.next(t)); len(c.Choices) != 1 || c.Choices[0].Delta.Role == nil {
+			t.Fatalf("the first chunk is %+v, want the role chunk", c)
 		}
-		got.WriteString(want)
-	}
-	// Leave; keep the read side open to see the server close the
-	// connection once the request has settled.
-	if err := conn.(*net.TCPConn).CloseWrite(); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, cancelled, "the gateway cancelling the upstream request")
-	if _, err := io.Copy(io.Discard, br); err != nil {
-		t.Fatalf("waiting for the server to close the connection: %v", err)
-	}
+		for _, want := range pieces {
+			c := decodeAnthropicChunk(t, er.next(t))
+			if len(c.Choices) != 1 || c.Choices[0].Delta.Content == nil || *c.Choices[0].Delta.Content != want {
+				t.Fatalf("chunk %+v, want content %q", c, want)
+			}
+			got.WriteString(want)
+		}
+	})
 
 	completion := int64(tokenCounter.Count(claudeModel, []byte(got.String())))
 	u := rep.Usage

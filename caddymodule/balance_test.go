@@ -835,47 +835,19 @@ func TestBalancePartialStreamsChargeWhatWasDelivered(t *testing.T) {
 			}
 		})
 
-		conn, err := net.DialTimeout("tcp", strings.TrimPrefix(siteURL, "http://"), streamWait)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
-		if err := conn.SetDeadline(time.Now().Add(2 * streamWait)); err != nil {
-			t.Fatal(err)
-		}
-		req := newChatRequest(t, context.Background(), http.MethodPost, env.key.Key, body, nil)
-		req.Close = true
-		if err := req.Write(conn); err != nil {
-			t.Fatal(err)
-		}
-		br := bufio.NewReader(conn)
-		resp, err := http.ReadResponse(br, req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if resp.StatusCode != http.StatusOK {
-			t.Fatalf("status %d", resp.StatusCode)
-		}
-		id := requestID(t, resp.Header)
-		er := newEventReader(resp.Body)
-		er.next(t) // the role chunk
-		for _, want := range delivered {
-			c := decodeChunk(t, er.next(t))
-			if len(c.Choices) != 1 || c.Choices[0].Delta.Content == nil || *c.Choices[0].Delta.Content != want {
-				t.Fatalf("chunk %+v, want content %q", c, want)
+		var id string
+		leaveAfter(t, env.key.Key, body, nil, cancelled, func(req *http.Request, br *bufio.Reader) {
+			resp := readStreamStart(t, req, br)
+			id = requestID(t, resp.Header)
+			er := newEventReader(resp.Body)
+			er.next(t) // the role chunk
+			for _, want := range delivered {
+				c := decodeChunk(t, er.next(t))
+				if len(c.Choices) != 1 || c.Choices[0].Delta.Content == nil || *c.Choices[0].Delta.Content != want {
+					t.Fatalf("chunk %+v, want content %q", c, want)
+				}
 			}
-		}
-		// Leave: the gateway sees the client's end of the connection
-		// close, as net/http reports a client going away, and cancels the
-		// request. The read side stays open so that the server's closing
-		// the connection, after the request settled, can be seen.
-		if err := conn.(*net.TCPConn).CloseWrite(); err != nil {
-			t.Fatal(err)
-		}
-		waitFor(t, cancelled, "the gateway cancelling the upstream request")
-		if _, err := io.Copy(io.Discard, br); err != nil {
-			t.Fatalf("waiting for the server to close the connection: %v", err)
-		}
+		})
 
 		row := requestRow(t, env.acct.ID, id)
 		completion := count(delivered)

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -665,4 +666,71 @@ func resetHealth() {
 		v.(healthEntry).Reset()
 		return true
 	})
+}
+
+// leaveAfter sends a request on a connection of its own, lets ready read
+// what the test waits for, then closes the client's side of the
+// connection, as net/http reports a client going away, and waits for
+// cancelled (the upstream seeing the gateway give up) and for the server to
+// close the connection: the request is over, settled and counted.
+func leaveAfter(t testing.TB, key, body string, header http.Header, cancelled <-chan struct{}, ready func(req *http.Request, br *bufio.Reader)) {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", strings.TrimPrefix(siteURL, "http://"), streamWait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := conn.SetDeadline(time.Now().Add(2 * streamWait)); err != nil {
+		t.Fatal(err)
+	}
+	req := newChatRequest(t, context.Background(), http.MethodPost, key, body, header)
+	req.Close = true
+	if err := req.Write(conn); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(conn)
+	ready(req, br)
+	if err := conn.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, cancelled, "the gateway cancelling the upstream request")
+	if _, err := io.Copy(io.Discard, br); err != nil {
+		t.Fatalf("waiting for the server to close the connection: %v", err)
+	}
+}
+
+// leavingCompletion starts a JSON answer larger than the kernel's
+// socket buffers hold, so that once reading is closed the gateway has the
+// headers and is reading the body; then it waits for the gateway to cancel
+// the request and closes cancelled.
+func leavingCompletion(reading, cancelled chan struct{}, stop <-chan struct{}) upstreamHandler {
+	return func(w http.ResponseWriter, r *http.Request, _ []byte) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusOK)
+		_, _ = io.WriteString(w, `{"id":"chatcmpl-test","object":"chat.completion","padding":"`)
+		_, err := w.Write(bytes.Repeat([]byte("a"), 16<<20))
+		close(reading)
+		if err != nil {
+			return
+		}
+		select {
+		case <-r.Context().Done():
+			close(cancelled)
+		case <-stop:
+		}
+	}
+}
+
+// readStreamStart reads the response head of a request written on a raw
+// connection (see leaveAfter) and checks it is a 200.
+func readStreamStart(t testing.TB, req *http.Request, br *bufio.Reader) *http.Response {
+	t.Helper()
+	resp, err := http.ReadResponse(br, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d, want 200", resp.StatusCode)
+	}
+	return resp
 }

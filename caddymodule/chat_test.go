@@ -1,7 +1,6 @@
 package caddymodule
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -377,23 +376,7 @@ func TestChatClientDisconnectCancelsTheUpstream(t *testing.T) {
 	t.Run("a client leaving while a completion is read is logged as gone, not as an upstream failure", func(t *testing.T) {
 		reading, cancelled := make(chan struct{}), make(chan struct{})
 		stop, _ := releaser(t)
-		env.up.handle(func(w http.ResponseWriter, r *http.Request, _ []byte) {
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusOK)
-			_, _ = io.WriteString(w, `{"id":"chatcmpl-test","object":"chat.completion","padding":"`)
-			// More than the kernel's socket buffers hold: once this write
-			// returns, the gateway has the headers and is reading the body.
-			_, err := w.Write(bytes.Repeat([]byte("a"), 16<<20))
-			close(reading)
-			if err != nil {
-				return
-			}
-			select {
-			case <-r.Context().Done():
-				close(cancelled)
-			case <-stop:
-			}
-		})
+		env.up.handle(leavingCompletion(reading, cancelled, stop))
 
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net"
 	"net/http"
 	"regexp"
 	"slices"
@@ -200,37 +199,6 @@ func obsExpect(t testing.TB, key, body string, header http.Header, status int) c
 	return resp
 }
 
-// obsLeave sends a request on a connection of its own, lets ready read
-// what the test waits for, then closes the client's side of the
-// connection, as net/http reports a client going away, and waits for
-// cancelled (the upstream seeing the gateway give up) and for the server to
-// close the connection: the request is over, settled and counted.
-func obsLeave(t testing.TB, key, body string, header http.Header, cancelled <-chan struct{}, ready func(req *http.Request, br *bufio.Reader)) {
-	t.Helper()
-	conn, err := net.DialTimeout("tcp", strings.TrimPrefix(siteURL, "http://"), streamWait)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if err := conn.SetDeadline(time.Now().Add(2 * streamWait)); err != nil {
-		t.Fatal(err)
-	}
-	req := newChatRequest(t, context.Background(), http.MethodPost, key, body, header)
-	req.Close = true
-	if err := req.Write(conn); err != nil {
-		t.Fatal(err)
-	}
-	br := bufio.NewReader(conn)
-	ready(req, br)
-	if err := conn.(*net.TCPConn).CloseWrite(); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, cancelled, "the gateway cancelling the upstream request")
-	if _, err := io.Copy(io.Discard, br); err != nil {
-		t.Fatalf("waiting for the server to close the connection: %v", err)
-	}
-}
-
 // obsLeavingStream streams the role and one content event, then waits for
 // the gateway to cancel the request and closes cancelled.
 func obsLeavingStream(cancelled chan struct{}, stop <-chan struct{}) upstreamHandler {
@@ -239,28 +207,6 @@ func obsLeavingStream(cancelled chan struct{}, stop <-chan struct{}) upstreamHan
 		startUpstreamStream(w)
 		writeUpstreamEvent(w, chunkJSON(req.Model, roleDelta, nil, true))
 		writeUpstreamEvent(w, chunkJSON(req.Model, contentDelta("Hello"), nil, true))
-		select {
-		case <-r.Context().Done():
-			close(cancelled)
-		case <-stop:
-		}
-	}
-}
-
-// obsLeavingCompletion starts a JSON answer larger than the kernel's
-// socket buffers hold, so that once reading is closed the gateway has the
-// headers and is reading the body; then it waits for the gateway to cancel
-// the request and closes cancelled.
-func obsLeavingCompletion(reading, cancelled chan struct{}, stop <-chan struct{}) upstreamHandler {
-	return func(w http.ResponseWriter, r *http.Request, _ []byte) {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusOK)
-		_, _ = io.WriteString(w, `{"id":"chatcmpl-test","object":"chat.completion","padding":"`)
-		_, err := w.Write(bytes.Repeat([]byte("a"), 16<<20))
-		close(reading)
-		if err != nil {
-			return
-		}
 		select {
 		case <-r.Context().Done():
 			close(cancelled)
@@ -688,8 +634,8 @@ func TestObservabilityMetricsByOutcome(t *testing.T) {
 		t.Run("while the completion is read", func(t *testing.T) {
 			reading, cancelled := make(chan struct{}), make(chan struct{})
 			stop, _ := releaser(t)
-			env.up.handle(obsLeavingCompletion(reading, cancelled, stop))
-			obsLeave(t, env.key.Key, chatBody(publicModel, ""), nil, cancelled, func(*http.Request, *bufio.Reader) {
+			env.up.handle(leavingCompletion(reading, cancelled, stop))
+			leaveAfter(t, env.key.Key, chatBody(publicModel, ""), nil, cancelled, func(*http.Request, *bufio.Reader) {
 				waitFor(t, reading, "the gateway reading the upstream's answer")
 			})
 			count(publicModel, "client_closed", 499)
@@ -711,14 +657,8 @@ func TestObservabilityMetricsByOutcome(t *testing.T) {
 			cancelled := make(chan struct{})
 			stop, _ := releaser(t)
 			env.up.handle(obsLeavingStream(cancelled, stop))
-			obsLeave(t, env.key.Key, obsStreamBody, nil, cancelled, func(req *http.Request, br *bufio.Reader) {
-				resp, err := http.ReadResponse(br, req)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if resp.StatusCode != http.StatusOK {
-					t.Fatalf("status %d, want 200", resp.StatusCode)
-				}
+			leaveAfter(t, env.key.Key, obsStreamBody, nil, cancelled, func(req *http.Request, br *bufio.Reader) {
+				resp := readStreamStart(t, req, br)
 				er := newEventReader(resp.Body)
 				er.next(t) // the role
 				er.next(t) // the first content
