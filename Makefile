@@ -6,7 +6,7 @@
 #   make build   bin/caddy through xcaddy, as xcaddy.json says
 #   make lint    gofmt, go vet, staticcheck
 #   make bench   the load benchmark: direct mock vs stock Caddy vs arcane
-#                (BENCHFLAGS=-quick for a ~20s smoke run)
+#                (BENCHFLAGS=-quick for a ~1 min smoke run)
 #   make microbench  the Go benchmarks
 
 GO            ?= go

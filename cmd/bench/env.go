@@ -20,31 +20,36 @@ import (
 	"time"
 )
 
-// The two mock upstreams: short non-streamed replies, and long streams
-// paced one token per millisecond.
+// The mock upstreams: short non-streamed replies, long streams paced one
+// token per millisecond, and slow streams of one token a second (as long
+// as the slow-stream scenario needs, slowTokens).
 const (
 	shortTokens  = 16
 	streamTokens = 200
 	streamTPS    = 1000
+	slowTPS      = 1
 )
 
 // The public models the arcane site serves.
 const (
-	model16  = "bench-16"
-	model200 = "bench-200"
+	model16   = "bench-16"
+	model200  = "bench-200"
+	modelSlow = "bench-slow"
 )
 
 // environment is everything a run starts: a temp dir, the mocks, Caddy,
 // and the arcane key.
 type environment struct {
-	dir   string
-	pin   pinning
-	procs []*process
+	dir       string
+	pin       pinning
+	procs     []*process
+	caddyBin  string
+	idleConns int
 
-	mock16, mock200 *process
-	caddy           *process
-	params          caddyfileParams
-	key             string
+	mock16, mock200, mockSlow *process
+	// caddy is the Caddy every scenario measures but the slow streams,
+	// which start fresh ones.
+	caddy *caddyServer
 
 	serverAllowed string // Cpus_allowed_list of Caddy
 	mockProcs     int    // GOMAXPROCS the mocks report
@@ -69,7 +74,7 @@ func newEnvironment(ctx context.Context, o *options, pin pinning) (*environment,
 	if err != nil {
 		return nil, err
 	}
-	env := &environment{dir: dir, pin: pin}
+	env := &environment{dir: dir, pin: pin, caddyBin: caddyBin, idleConns: o.caddyIdleConns}
 
 	env.mock16, err = env.startMock(ctx, self, "mock-16", shortTokens, 0)
 	if err != nil {
@@ -79,35 +84,62 @@ func newEnvironment(ctx context.Context, o *options, pin pinning) (*environment,
 	if err != nil {
 		return env, err
 	}
+	env.mockSlow, err = env.startMock(ctx, self, "mock-slow", slowTokens(o), slowTPS)
+	if err != nil {
+		return env, err
+	}
 
-	ports, err := freePorts(4)
-	if err != nil {
-		return env, err
-	}
-	env.params = caddyfileParams{
-		Admin: ports[0], Plain16: ports[1], Plain200: ports[2], Arcane: ports[3],
-		Mock16: env.mock16.addr, Mock200: env.mock200.addr,
-		Storage:   filepath.Join(dir, "bench.db"),
-		IdleConns: o.caddyIdleConns,
-	}
-	cfg := filepath.Join(dir, "Caddyfile")
-	if err := os.WriteFile(cfg, []byte(env.params.caddyfile()), 0o600); err != nil {
-		return env, err
-	}
 	env.caddyVersion = caddyVersion(ctx, caddyBin)
-	env.caddy, err = env.start("caddy", pin.command(caddyBin, "run", "--config", cfg, "--adapter", "caddyfile"),
-		[]string{"HOME=" + dir, "XDG_CONFIG_HOME=" + filepath.Join(dir, "config"), "XDG_DATA_HOME=" + filepath.Join(dir, "data")}, nil)
+	env.caddy, err = env.startCaddy(ctx, "caddy")
 	if err != nil {
 		return env, err
 	}
-	if err := env.waitAdmin(ctx); err != nil {
-		return env, err
-	}
-	env.serverAllowed = allowedCPUs(strconv.Itoa(env.caddy.pid()))
-	if env.key, err = env.makeKey(ctx); err != nil {
-		return env, err
-	}
+	env.serverAllowed = allowedCPUs(strconv.Itoa(env.caddy.proc.pid()))
 	return env, nil
+}
+
+// caddyServer is one Caddy the run started, and the arcane key made in it.
+type caddyServer struct {
+	proc   *process
+	params caddyfileParams
+	key    string
+}
+
+// startCaddy starts a Caddy of its own ports, storage and data folders,
+// with the generated Caddyfile, waits for it to load, and makes an
+// account and key in it. On error the process, if started, is among the
+// environment's, to be stopped by close.
+func (e *environment) startCaddy(ctx context.Context, name string) (*caddyServer, error) {
+	ports, err := freePorts(5)
+	if err != nil {
+		return nil, err
+	}
+	c := &caddyServer{params: caddyfileParams{
+		Admin: ports[0], Plain16: ports[1], Plain200: ports[2], PlainSlow: ports[3], Arcane: ports[4],
+		Mock16: e.mock16.addr, Mock200: e.mock200.addr, MockSlow: e.mockSlow.addr,
+		Storage:   filepath.Join(e.dir, name, "bench.db"),
+		IdleConns: e.idleConns,
+	}}
+	home := filepath.Join(e.dir, name)
+	if err := os.MkdirAll(home, 0o700); err != nil {
+		return nil, err
+	}
+	cfg := filepath.Join(home, "Caddyfile")
+	if err := os.WriteFile(cfg, []byte(c.params.caddyfile()), 0o600); err != nil {
+		return nil, err
+	}
+	c.proc, err = e.start(name, e.pin.command(e.caddyBin, "run", "--config", cfg, "--adapter", "caddyfile"),
+		[]string{"HOME=" + home, "XDG_CONFIG_HOME=" + filepath.Join(home, "config"), "XDG_DATA_HOME=" + filepath.Join(home, "data")}, nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := e.waitAdmin(ctx, c); err != nil {
+		return c, err
+	}
+	if c.key, err = e.makeKey(ctx, c); err != nil {
+		return c, err
+	}
+	return c, nil
 }
 
 // process is one child process.
@@ -206,25 +238,30 @@ func (e *environment) startMock(ctx context.Context, self, name string, tokens i
 }
 
 // close stops every child, Caddy first (so it does not log the mocks
-// going away), each with SIGTERM and then, after 5s, SIGKILL; then removes
-// the temp dir.
+// going away); then removes the temp dir.
 func (e *environment) close() {
 	for i := len(e.procs) - 1; i >= 0; i-- {
-		p := e.procs[i]
-		p.stdin.Close()
-		if !p.exited() {
-			_ = p.cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-p.done:
-			case <-time.After(5 * time.Second):
-				_ = p.cmd.Process.Kill()
-				<-p.done
-			}
-		}
+		e.stop(e.procs[i])
 	}
 	e.procs = nil
 	if e.dir != "" {
 		_ = os.RemoveAll(e.dir)
+	}
+}
+
+// stop stops a child, unless it has exited, with SIGTERM and then, after
+// 5s, SIGKILL.
+func (e *environment) stop(p *process) {
+	p.stdin.Close()
+	if p.exited() {
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(5 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
 	}
 }
 
@@ -277,12 +314,12 @@ var adminClient = &http.Client{Timeout: 10 * time.Second}
 
 // waitAdmin waits until Caddy's admin endpoint answers and the config is
 // loaded, or Caddy exits.
-func (e *environment) waitAdmin(ctx context.Context) error {
-	url := fmt.Sprintf("http://127.0.0.1:%d/config/", e.params.Admin)
+func (e *environment) waitAdmin(ctx context.Context, c *caddyServer) error {
+	url := fmt.Sprintf("http://127.0.0.1:%d/config/", c.params.Admin)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		if e.caddy.exited() {
-			return fmt.Errorf("caddy exited at start: %v", e.caddy.err)
+		if c.proc.exited() {
+			return fmt.Errorf("%s exited at start: %v", c.proc.name, c.proc.err)
 		}
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		if resp, err := adminClient.Do(req); err == nil {
@@ -304,18 +341,18 @@ func (e *environment) waitAdmin(ctx context.Context) error {
 }
 
 // makeKey creates an account with a large balance and a key for it through
-// the admin API, and returns the key.
-func (e *environment) makeKey(ctx context.Context) (string, error) {
+// a Caddy's admin API, and returns the key.
+func (e *environment) makeKey(ctx context.Context, c *caddyServer) (string, error) {
 	var acct struct {
 		ID string `json:"id"`
 	}
-	if err := e.admin(ctx, "/arcane/accounts", `{"name":"bench","balance":"1000000"}`, &acct); err != nil {
+	if err := e.admin(ctx, c, "/arcane/accounts", `{"name":"bench","balance":"1000000"}`, &acct); err != nil {
 		return "", err
 	}
 	var key struct {
 		Key string `json:"key"`
 	}
-	if err := e.admin(ctx, "/arcane/accounts/"+acct.ID+"/keys", `{"name":"bench"}`, &key); err != nil {
+	if err := e.admin(ctx, c, "/arcane/accounts/"+acct.ID+"/keys", `{"name":"bench"}`, &key); err != nil {
 		return "", err
 	}
 	if !strings.HasPrefix(key.Key, "ak_") {
@@ -324,8 +361,8 @@ func (e *environment) makeKey(ctx context.Context) (string, error) {
 	return key.Key, nil
 }
 
-func (e *environment) admin(ctx context.Context, path, body string, out any) error {
-	url := fmt.Sprintf("http://127.0.0.1:%d%s", e.params.Admin, path)
+func (e *environment) admin(ctx context.Context, c *caddyServer, path, body string, out any) error {
+	url := fmt.Sprintf("http://127.0.0.1:%d%s", c.params.Admin, path)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(body))
 	if err != nil {
 		return err
@@ -348,9 +385,9 @@ func (e *environment) admin(ctx context.Context, path, body string, out any) err
 
 // caddyfileParams fill the generated Caddyfile.
 type caddyfileParams struct {
-	Admin, Plain16, Plain200, Arcane int
-	Mock16, Mock200                  string // host:port
-	Storage                          string
+	Admin, Plain16, Plain200, PlainSlow, Arcane int
+	Mock16, Mock200, MockSlow                   string // host:port
+	Storage                                     string
 	// IdleConns, when above 0, sets the stock sites'
 	// keepalive_idle_conns_per_host.
 	IdleConns int
@@ -376,12 +413,20 @@ var caddyfileTemplate = template.Must(template.New("Caddyfile").Parse(`{
 			type openai
 			base_url http://{{.Mock200}}/v1
 		}
+		provider upstream-slow {
+			type openai
+			base_url http://{{.MockSlow}}/v1
+		}
 		model ` + model16 + ` {
 			deploy up m16
 			price input 1 output 2
 		}
 		model ` + model200 + ` {
 			deploy upstream-stream m200
+			price input 1 output 2
+		}
+		model ` + modelSlow + ` {
+			deploy upstream-slow mslow
 			price input 1 output 2
 		}
 	}
@@ -396,6 +441,11 @@ http://127.0.0.1:{{.Plain16}} {
 # as it arrives).
 http://127.0.0.1:{{.Plain200}} {
 	reverse_proxy {{.Mock200}}{{template "transport" .}}
+}
+
+# Stock Caddy: the slow-stream mock.
+http://127.0.0.1:{{.PlainSlow}} {
+	reverse_proxy {{.MockSlow}}{{template "transport" .}}
 }
 
 # arcane, as in Caddyfile.example.

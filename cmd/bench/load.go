@@ -17,12 +17,18 @@ import (
 	"time"
 )
 
-// scenario is one kind of request, sent by a closed loop of workers.
+// scenario is one kind of request, sent by a closed loop of workers or,
+// when Rate is set, on a fixed schedule (open loop).
 type scenario struct {
 	Name        string `json:"name"`
 	Stream      bool   `json:"stream"`
-	Concurrency int    `json:"concurrency"`
+	Concurrency int    `json:"concurrency,omitempty"`
 	Tokens      int    `json:"reply_tokens"`
+	// Rate, when above 0, makes the scenario an open loop: a request
+	// starts every 1/Rate seconds whatever the earlier ones are doing, each
+	// in its own goroutine, so a slow answer delays nothing but itself.
+	// Concurrency is then unused.
+	Rate float64 `json:"rate_per_sec,omitempty"`
 	// Ramp staggers the workers' first requests over this long before
 	// the window opens, so long streams do not all start, and end, in
 	// waves. Completions during the ramp count only for CPU cost.
@@ -30,15 +36,37 @@ type scenario struct {
 	body []byte
 }
 
+// The scenarios' names, which the goals look them up by.
+const (
+	scenarioNonStream     = "non-stream"
+	scenarioStream        = "stream"
+	scenarioNonStreamOpen = "non-stream-open"
+	scenarioStreamOpen    = "stream-open"
+)
+
+var (
+	nonStreamBody = []byte(`{"model":"` + model16 + `","messages":[{"role":"user","content":"Hello, world!"}]}`)
+	streamBody    = []byte(`{"model":"` + model200 + `","messages":[{"role":"user","content":"Hello, world!"}],"stream":true}`)
+)
+
 func nonStreamScenario(c int) scenario {
-	return scenario{Name: "non-stream", Concurrency: c, Tokens: shortTokens,
-		body: []byte(`{"model":"` + model16 + `","messages":[{"role":"user","content":"Hello, world!"}]}`)}
+	return scenario{Name: scenarioNonStream, Concurrency: c, Tokens: shortTokens, body: nonStreamBody}
 }
 
 func streamScenario(c int) scenario {
-	return scenario{Name: "stream", Stream: true, Concurrency: c, Tokens: streamTokens,
+	return scenario{Name: scenarioStream, Stream: true, Concurrency: c, Tokens: streamTokens,
 		Ramp: streamTokens * time.Second / streamTPS, // one unloaded stream
-		body: []byte(`{"model":"` + model200 + `","messages":[{"role":"user","content":"Hello, world!"}],"stream":true}`)}
+		body: streamBody}
+}
+
+// nonStreamOpenScenario sends the non-stream request at rate per second.
+func nonStreamOpenScenario(rate float64) scenario {
+	return scenario{Name: scenarioNonStreamOpen, Rate: rate, Tokens: shortTokens, body: nonStreamBody}
+}
+
+// streamOpenScenario starts a paced stream at rate per second.
+func streamOpenScenario(rate float64) scenario {
+	return scenario{Name: scenarioStreamOpen, Stream: true, Rate: rate, Tokens: streamTokens, body: streamBody}
 }
 
 // target is one way to reach the mock. The same body works for all: the
@@ -78,22 +106,28 @@ func newBencher(env *environment) *bencher {
 
 func (b *bencher) targets(sc scenario) []target {
 	e := b.env
-	mock, plain := e.mock16, e.params.Plain16
+	mock, plain := e.mock16, e.caddy.params.Plain16
 	if sc.Stream {
-		mock, plain = e.mock200, e.params.Plain200
+		mock, plain = e.mock200, e.caddy.params.Plain200
 	}
 	return []target{
 		{name: targetDirect, url: "http://" + mock.addr + chatPath, pid: mock.pid()},
-		{name: targetCaddy, url: "http://127.0.0.1:" + strconv.Itoa(plain) + chatPath, pid: e.caddy.pid()},
-		{name: targetArcane, url: "http://127.0.0.1:" + strconv.Itoa(e.params.Arcane) + chatPath, auth: "Bearer " + e.key, pid: e.caddy.pid()},
+		{name: targetCaddy, url: "http://127.0.0.1:" + strconv.Itoa(plain) + chatPath, pid: e.caddy.proc.pid()},
+		{name: targetArcane, url: "http://127.0.0.1:" + strconv.Itoa(e.caddy.params.Arcane) + chatPath,
+			auth: "Bearer " + e.caddy.key, pid: e.caddy.proc.pid()},
 	}
 }
 
 // measure runs a scenario: a warm-up per target, then the rounds, each
-// measuring every target once in turn.
+// measuring every target once in turn. A window lasts -duration, or
+// -open-duration for an open-loop scenario.
 func (b *bencher) measure(ctx context.Context, sc scenario, o *options) (*scenarioResult, error) {
 	targets := b.targets(sc)
-	res := &scenarioResult{Scenario: sc, Rounds: o.rounds, Duration: o.duration.Seconds()}
+	d := o.duration
+	if sc.Rate > 0 {
+		d = o.openDuration
+	}
+	res := &scenarioResult{Scenario: sc, Rounds: o.rounds, Duration: d.Seconds()}
 	for _, t := range targets {
 		res.Targets = append(res.Targets, &targetResult{Target: t.name, URL: t.url})
 	}
@@ -109,7 +143,7 @@ func (b *bencher) measure(ctx context.Context, sc scenario, o *options) (*scenar
 	}
 	for r := 1; r <= o.rounds; r++ {
 		for i, t := range targets {
-			w := b.window(ctx, sc, t, o.duration)
+			w := b.window(ctx, sc, t, d)
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
@@ -120,7 +154,7 @@ func (b *bencher) measure(ctx context.Context, sc scenario, o *options) (*scenar
 	res.summarize()
 	if o.profileDir != "" {
 		for _, t := range targets[1:] {
-			path, err := b.profile(ctx, sc, t, o)
+			path, err := b.profile(ctx, sc, t, d, o.profileDir)
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
@@ -135,12 +169,12 @@ func (b *bencher) measure(ctx context.Context, sc scenario, o *options) (*scenar
 
 // profile runs one more window on a Caddy target while fetching a CPU
 // profile of Caddy from its admin endpoint, and saves it.
-func (b *bencher) profile(ctx context.Context, sc scenario, t target, o *options) (string, error) {
-	if err := os.MkdirAll(o.profileDir, 0o755); err != nil {
+func (b *bencher) profile(ctx context.Context, sc scenario, t target, d time.Duration, dir string) (string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
-	secs := max(1, int((sc.Ramp + o.duration).Seconds()))
-	url := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", b.env.params.Admin, secs)
+	secs := max(1, int((sc.Ramp + d).Seconds()))
+	url := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", b.env.caddy.params.Admin, secs)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return "", err
@@ -168,13 +202,16 @@ func (b *bencher) profile(ctx context.Context, sc scenario, t target, o *options
 	if r.err != nil {
 		return "", fmt.Errorf("profiling caddy: %w", r.err)
 	}
-	path := filepath.Join(o.profileDir, sc.Name+"-"+t.name+".pprof")
+	path := filepath.Join(dir, sc.Name+"-"+t.name+".pprof")
 	return path, os.WriteFile(path, r.data, 0o644)
 }
 
-// window is one measurement: C workers in a closed loop for a duration.
-// Requests finishing after the deadline (the tail) count for CPU cost and
-// errors but not for rates and latencies.
+// window is one measurement: C workers in a closed loop for a duration, or
+// requests started on a fixed schedule over it (open loop). Closed loop:
+// requests finishing after the deadline (the tail) count for CPU cost and
+// errors but not for rates and latencies. Open loop: every request started
+// in the window counts, however late it finishes, so the slow ones are not
+// left out of the latencies.
 type window struct {
 	Round int `json:"round"`
 	// Seconds is the window's length, the denominator of the rates.
@@ -189,6 +226,13 @@ type window struct {
 	CompletedEvents int64  `json:"completed_events"`
 	Errors          int    `json:"errors"`
 	FirstError      string `json:"first_error,omitempty"`
+	// Open loop only: Scheduled is how many requests the schedule started,
+	// Late how many of those started a whole interval or more after their
+	// time (missed starts: the schedule slipped a slot), and MaxLateMs the
+	// latest start.
+	Scheduled int     `json:"scheduled,omitempty"`
+	Late      int     `json:"late_starts,omitempty"`
+	MaxLateMs float64 `json:"max_late_ms,omitempty"`
 	// CPUSeconds is the user+system CPU time of the target's server
 	// process (the mock for direct, Caddy otherwise) from the start of the
 	// ramp until the last request finished, WallSeconds; LoadCPUSeconds is
@@ -201,6 +245,42 @@ type window struct {
 	ttfb    []time.Duration // stream only
 }
 
+// record adds one request's outcome; in says whether it finished within
+// the window, to count for rates and latencies.
+func (w *window) record(o outcome, in, stream bool) {
+	if o.err != nil {
+		w.Errors++
+		if w.FirstError == "" {
+			w.FirstError = o.err.Error()
+		}
+		return
+	}
+	w.Completed++
+	w.CompletedEvents += o.events
+	if in {
+		w.Requests++
+		w.Events += o.events
+		w.latency = append(w.latency, o.latency)
+		if stream {
+			w.ttfb = append(w.ttfb, o.ttfb)
+		}
+	}
+}
+
+// merge adds the counts and samples of a worker's own window.
+func (w *window) merge(l *window) {
+	w.Requests += l.Requests
+	w.Events += l.Events
+	w.Completed += l.Completed
+	w.CompletedEvents += l.CompletedEvents
+	w.Errors += l.Errors
+	if w.FirstError == "" {
+		w.FirstError = l.FirstError
+	}
+	w.latency = append(w.latency, l.latency...)
+	w.ttfb = append(w.ttfb, l.ttfb...)
+}
+
 // outcome is one request's result.
 type outcome struct {
 	latency, ttfb time.Duration
@@ -208,11 +288,50 @@ type outcome struct {
 	err           error
 }
 
+// buffers are the read buffers one sender reuses from request to request.
+type buffers struct {
+	body bytes.Buffer  // a non-streamed answer
+	br   *bufio.Reader // a stream
+}
+
+func newBuffers() *buffers { return &buffers{br: bufio.NewReaderSize(nil, 16<<10)} }
+
+// send sends the scenario's request once.
+func (b *bencher) send(ctx context.Context, sc scenario, t target, bufs *buffers) outcome {
+	if sc.Stream {
+		return b.stream(ctx, t, sc.body, bufs.br)
+	}
+	return b.single(ctx, t, sc.body, &bufs.body)
+}
+
+// window measures a target for d, in a closed or an open loop as the
+// scenario says, with the CPU time the target's server and this process
+// spent on it.
 func (b *bencher) window(ctx context.Context, sc scenario, t target, d time.Duration) *window {
 	self := os.Getpid()
 	cpu0, cpuErr := cpuTime(t.pid)
 	load0, loadErr := cpuTime(self)
 	start := time.Now()
+	var w *window
+	if sc.Rate > 0 {
+		w = b.openLoop(ctx, sc, t, start, d)
+	} else {
+		w = b.closedLoop(ctx, sc, t, start, d)
+	}
+	w.WallSeconds = time.Since(start).Seconds()
+	w.CPUSeconds, w.LoadCPUSeconds = -1, -1
+	if cpu1, err := cpuTime(t.pid); err == nil && cpuErr == nil {
+		w.CPUSeconds = (cpu1 - cpu0).Seconds()
+	}
+	if load1, err := cpuTime(self); err == nil && loadErr == nil {
+		w.LoadCPUSeconds = (load1 - load0).Seconds()
+	}
+	return w
+}
+
+// closedLoop runs sc.Concurrency workers, each sending its next request as
+// soon as the last one is answered, from start (after the ramp) for d.
+func (b *bencher) closedLoop(ctx context.Context, sc scenario, t target, start time.Time, d time.Duration) *window {
 	opens := start.Add(sc.Ramp)
 	deadline := opens.Add(d)
 	w := &window{Seconds: d.Seconds()}
@@ -225,8 +344,7 @@ func (b *bencher) window(ctx context.Context, sc scenario, t target, d time.Dura
 		go func() {
 			defer wg.Done()
 			var local window
-			var buf bytes.Buffer
-			br := bufio.NewReaderSize(nil, 16<<10)
+			bufs := newBuffers()
 			if sc.Ramp > 0 {
 				select {
 				case <-time.After(sc.Ramp * time.Duration(i) / time.Duration(sc.Concurrency)):
@@ -234,63 +352,78 @@ func (b *bencher) window(ctx context.Context, sc scenario, t target, d time.Dura
 				}
 			}
 			for ctx.Err() == nil { // at least one request, even for d == 0
-				var o outcome
-				if sc.Stream {
-					o = b.stream(ctx, t, sc.body, br)
-				} else {
-					o = b.single(ctx, t, sc.body, &buf)
-				}
+				o := b.send(ctx, sc, t, bufs)
 				if ctx.Err() != nil {
 					break // interrupted: not the target's fault
 				}
 				now := time.Now()
-				in := !now.After(deadline) && !now.Before(opens)
-				if o.err != nil {
-					local.Errors++
-					if local.FirstError == "" {
-						local.FirstError = o.err.Error()
-					}
-				} else {
-					local.Completed++
-					local.CompletedEvents += o.events
-					if in {
-						local.Requests++
-						local.Events += o.events
-						local.latency = append(local.latency, o.latency)
-						if sc.Stream {
-							local.ttfb = append(local.ttfb, o.ttfb)
-						}
-					}
-				}
+				local.record(o, !now.After(deadline) && !now.Before(opens), sc.Stream)
 				if now.After(deadline) {
 					break
 				}
 			}
 			mu.Lock()
 			defer mu.Unlock()
-			w.Requests += local.Requests
-			w.Events += local.Events
-			w.Completed += local.Completed
-			w.CompletedEvents += local.CompletedEvents
-			w.Errors += local.Errors
-			if w.FirstError == "" {
-				w.FirstError = local.FirstError
-			}
-			w.latency = append(w.latency, local.latency...)
-			w.ttfb = append(w.ttfb, local.ttfb...)
+			w.merge(&local)
 		}()
 	}
 	wg.Wait()
-	end := time.Now()
-	w.TailSeconds = max(0, end.Sub(deadline).Seconds())
-	w.WallSeconds = end.Sub(start).Seconds()
-	w.CPUSeconds, w.LoadCPUSeconds = -1, -1
-	if cpu1, err := cpuTime(t.pid); err == nil && cpuErr == nil {
-		w.CPUSeconds = (cpu1 - cpu0).Seconds()
+	w.TailSeconds = max(0, time.Since(deadline).Seconds())
+	return w
+}
+
+// openLoop starts a request every 1/sc.Rate seconds from start for d (at
+// least one), each in a goroutine of its own, so nothing but this
+// dispatcher's own wake-ups can hold the schedule back; then it waits
+// for them all to finish. The slots are fixed in advance, so a late start
+// does not shift the ones after it. A request's latency runs from its
+// actual start; a start a whole interval late or more counts as missed.
+// (Go's timers wake up to about a millisecond late, as the runtime sleeps
+// in whole milliseconds, so smaller delays are the clock, not a slip.)
+func (b *bencher) openLoop(ctx context.Context, sc scenario, t target, start time.Time, d time.Duration) *window {
+	w := &window{Seconds: d.Seconds()}
+	interval := time.Duration(float64(time.Second) / sc.Rate)
+	n := max(1, int(d/interval))
+	var (
+		mu   sync.Mutex
+		wg   sync.WaitGroup
+		pool = sync.Pool{New: func() any { return newBuffers() }}
+	)
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+schedule:
+	for i := range n {
+		slot := start.Add(time.Duration(i) * interval)
+		if wait := time.Until(slot); wait > 0 {
+			timer.Reset(wait)
+			select {
+			case <-timer.C:
+			case <-ctx.Done():
+				break schedule
+			}
+		}
+		late := time.Since(slot)
+		w.Scheduled++
+		if late >= interval {
+			w.Late++
+		}
+		w.MaxLateMs = max(w.MaxLateMs, ms(late))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			bufs := pool.Get().(*buffers)
+			defer pool.Put(bufs)
+			o := b.send(ctx, sc, t, bufs)
+			if ctx.Err() != nil {
+				return // interrupted: not the target's fault
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			w.record(o, true, sc.Stream)
+		}()
 	}
-	if load1, err := cpuTime(self); err == nil && loadErr == nil {
-		w.LoadCPUSeconds = (load1 - load0).Seconds()
-	}
+	wg.Wait()
+	w.TailSeconds = max(0, time.Since(start.Add(d)).Seconds())
 	return w
 }
 

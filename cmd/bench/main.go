@@ -2,15 +2,27 @@
 // arcane costs on top of stock Caddy, on loopback, with nothing but this
 // machine.
 //
-// One run starts two mock upstreams (upstream/mock served on real sockets,
-// as child processes of this very binary in its hidden -serve-mock mode),
-// one Caddy (the -caddy binary) with a generated Caddyfile serving a plain
-// reverse_proxy site per mock and an arcane site, and an account and key
-// made through the admin API. It then drives three targets with the same
-// requests: the mock itself (direct), stock Caddy's reverse_proxy (caddy)
-// and the arcane chain (arcane), interleaved round by round so drift in the
-// machine hits all three alike, and prints a table with the differences.
-// Every child process is stopped at the end, on failure and on Ctrl-C too.
+// One run starts three mock upstreams (upstream/mock served on real
+// sockets, as child processes of this very binary in its hidden
+// -serve-mock mode), one Caddy (the -caddy binary) with a generated
+// Caddyfile serving a plain reverse_proxy site per mock and an arcane
+// site, and an account and key made through the admin API. It then drives
+// three targets with the same requests: the mock itself (direct), stock
+// Caddy's reverse_proxy (caddy) and the arcane chain (arcane), interleaved
+// round by round so drift in the machine hits all three alike, and prints
+// a table with the differences per scenario:
+//
+//   - non-stream and stream, closed loops of concurrent workers;
+//   - non-stream and stream, open loops: requests started on a fixed
+//     schedule whatever the answers do, for latencies under a steady load;
+//   - slow streams: thousands of streams of one chunk a second held open
+//     at once, each target on a Caddy of its own, for memory per stream;
+//   - settlement: the billing store's durable settlements per second, in
+//     this process.
+//
+// At the end it judges issue 9's targets on these numbers (PASS, FAIL or
+// not measured). Every child process is stopped at the end, on failure and
+// on Ctrl-C too.
 //
 // When taskset exists and the machine has two CPUs or more, the load
 // generator (this process, re-executed under taskset) runs on the first
@@ -21,8 +33,9 @@
 //
 //	go build -o bin/caddy ./cmd/caddy && go run ./cmd/bench -caddy bin/caddy [-quick] [-json out.json]
 //
-// It exits 0 when every target answered with at most 1% errors, 1 when one
-// did not, 2 when the setup failed, and 130 when interrupted.
+// It exits 0 when every target answered with at most 1% errors, whatever
+// the targets table says (it is a benchmark, not a test), 1 when one did
+// not, 2 when the setup failed, and 130 when interrupted.
 package main
 
 import (
@@ -32,6 +45,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"syscall"
 	"time"
@@ -45,6 +59,11 @@ type options struct {
 	warmup            time.Duration
 	concurrency       int
 	streamConcurrency int
+	openDuration      time.Duration
+	rate              float64
+	streamRate        float64
+	slowStreams       int
+	slowHold          time.Duration
 	quick             bool
 	jsonOut           string
 	noPin             bool
@@ -67,7 +86,12 @@ func parseFlags(args []string) (*options, error) {
 	fs.DurationVar(&o.warmup, "warmup", time.Second, "warm-up per scenario and target, before the first round")
 	fs.IntVar(&o.concurrency, "concurrency", 64, "concurrent workers in the non-stream scenario")
 	fs.IntVar(&o.streamConcurrency, "stream-concurrency", 64, "concurrent streams in the streaming scenario")
-	fs.BoolVar(&o.quick, "quick", false, "a smoke run of about 20 seconds: 1 round of 2s, 0.5s warm-up")
+	fs.DurationVar(&o.openDuration, "open-duration", 5*time.Second, "length of one measurement window of the open-loop scenarios")
+	fs.Float64Var(&o.rate, "rate", 200, "requests started per second in the open-loop non-stream scenario")
+	fs.Float64Var(&o.streamRate, "stream-rate", 100, "streams started per second in the open-loop streaming scenario")
+	fs.IntVar(&o.slowStreams, "slow-streams", 5000, "concurrent streams of one chunk a second in the slow-stream scenario (0: skip it)")
+	fs.DurationVar(&o.slowHold, "slow-hold", 10*time.Second, "how long the slow streams are held open once all are opened")
+	fs.BoolVar(&o.quick, "quick", false, "a smoke run of about a minute: 1 round of 2s, 0.5s warm-up, 1000 slow streams held 3s")
 	fs.StringVar(&o.jsonOut, "json", "", "also write the raw numbers to this file")
 	fs.BoolVar(&o.noPin, "no-pin", false, "do not pin processes to CPUs with taskset")
 	fs.StringVar(&o.profileDir, "profile", "",
@@ -86,10 +110,12 @@ func parseFlags(args []string) (*options, error) {
 		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
 	if o.quick {
-		o.rounds, o.duration, o.warmup = 1, 2*time.Second, 500*time.Millisecond
+		o.rounds, o.duration, o.openDuration, o.warmup = 1, 2*time.Second, 2*time.Second, 500*time.Millisecond
+		o.slowStreams, o.slowHold = 1000, 3*time.Second
 	}
-	if o.rounds < 1 || o.duration <= 0 || o.warmup < 0 || o.concurrency < 1 || o.streamConcurrency < 1 || o.caddyIdleConns < 0 {
-		return nil, errors.New("-rounds, -duration, -concurrency and -stream-concurrency must be positive, -warmup and -caddy-idle-conns not negative")
+	if o.rounds < 1 || o.duration <= 0 || o.openDuration <= 0 || o.warmup < 0 || o.concurrency < 1 || o.streamConcurrency < 1 ||
+		!(o.rate > 0) || !(o.streamRate > 0) || o.caddyIdleConns < 0 || o.slowStreams < 0 || o.slowHold <= 0 {
+		return nil, errors.New("-rounds, -duration, -open-duration, -concurrency, -stream-concurrency, -rate, -stream-rate and -slow-hold must be positive, -warmup, -caddy-idle-conns and -slow-streams not negative")
 	}
 	return o, nil
 }
@@ -141,6 +167,7 @@ func (e setupError) Error() string { return e.err.Error() }
 // child process before it returns.
 func run(ctx context.Context, o *options, pin pinning) (code int) {
 	began := time.Now()
+	fileLimit := raiseFileLimit() // before any child starts: they inherit it
 	env, err := newEnvironment(ctx, o, pin)
 	if env != nil {
 		defer env.close()
@@ -168,16 +195,19 @@ func run(ctx context.Context, o *options, pin pinning) (code int) {
 		GOMAXPROCS:     runtime.GOMAXPROCS(0),
 		MockProcs:      env.mockProcs,
 		CaddyIdleConns: o.caddyIdleConns,
+		FileLimit:      fileLimit.Cur,
 		Caddy:          env.caddyVersion,
 		Rounds:         o.rounds,
 		Duration:       o.duration.String(),
+		OpenDuration:   o.openDuration.String(),
 		Warmup:         o.warmup.String(),
 	}
 	rep.printHeader(os.Stdout)
 	fmt.Printf("setup: %s (mocks, caddy, account and key)\n\n", setup.Round(time.Millisecond))
 
 	b := newBencher(env)
-	scenarios := []scenario{nonStreamScenario(o.concurrency), streamScenario(o.streamConcurrency)}
+	scenarios := []scenario{nonStreamScenario(o.concurrency), streamScenario(o.streamConcurrency),
+		nonStreamOpenScenario(o.rate), streamOpenScenario(o.streamRate)}
 	for _, sc := range scenarios {
 		res, err := b.measure(ctx, sc, o)
 		if err != nil {
@@ -195,7 +225,35 @@ func run(ctx context.Context, o *options, pin pinning) (code int) {
 		rep.Scenarios = append(rep.Scenarios, res)
 		res.print(os.Stdout)
 	}
+	if o.slowStreams > 0 {
+		slow, err := b.measureSlow(ctx, o, fileLimit)
+		if err != nil {
+			if ctx.Err() != nil {
+				return exitInterrupted
+			}
+			fmt.Fprintln(os.Stderr, "bench: slow streams:", err)
+			env.dumpLogs(os.Stderr)
+			return exitSetup
+		}
+		rep.Slow = slow
+		slow.print(os.Stdout)
+	}
+
+	// Settlement: the store in this process, 64 goroutines per CPU it
+	// has, as the billing package's BenchmarkSettleDurable does.
+	settle, err := measureSettle(ctx, filepath.Join(env.dir, "settle"), o.duration, 64*runtime.GOMAXPROCS(0))
+	if err != nil {
+		if ctx.Err() != nil {
+			return exitInterrupted
+		}
+		fmt.Fprintln(os.Stderr, "bench: settlement:", err)
+		return exitSetup
+	}
+	rep.Settle = settle
+	settle.print(os.Stdout)
 	rep.Elapsed = time.Since(began).Round(time.Millisecond).String()
+	rep.Goals = rep.goals()
+	printGoals(os.Stdout, rep.Goals)
 	fmt.Printf("total time: %s (setup %s)\n", rep.Elapsed, setup.Round(time.Millisecond))
 
 	if o.jsonOut != "" {

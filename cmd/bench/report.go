@@ -26,13 +26,20 @@ type report struct {
 	MockProcs  int    `json:"mock_gomaxprocs"`
 	// CaddyIdleConns is the stock reverse_proxy's
 	// keepalive_idle_conns_per_host; 0 leaves Caddy's default.
-	CaddyIdleConns int    `json:"caddy_idle_conns_per_host"`
-	Rounds         int    `json:"rounds"`
-	Duration       string `json:"duration"`
-	Warmup         string `json:"warmup"`
-	Elapsed        string `json:"elapsed"`
+	CaddyIdleConns int `json:"caddy_idle_conns_per_host"`
+	// FileLimit is the soft RLIMIT_NOFILE of this process and its children.
+	FileLimit    uint64 `json:"file_limit"`
+	Rounds       int    `json:"rounds"`
+	Duration     string `json:"duration"`
+	OpenDuration string `json:"open_duration"`
+	Warmup       string `json:"warmup"`
+	Elapsed      string `json:"elapsed"`
 
 	Scenarios []*scenarioResult `json:"scenarios"`
+	Slow      *slowResult       `json:"slow_streams,omitempty"`
+	Settle    *settleResult     `json:"settlement,omitempty"`
+	// Goals are issue 9's targets, judged on the numbers above.
+	Goals []goal `json:"goals"`
 }
 
 // scenarioResult is one scenario on every target.
@@ -73,6 +80,12 @@ type targetResult struct {
 	ErrorRate  float64 `json:"error_rate"`
 	FirstError string  `json:"first_error,omitempty"`
 
+	// Open loop only: the starts the schedule made, how many of them were
+	// missed (a whole interval late or more), and the latest one.
+	Scheduled int     `json:"scheduled,omitempty"`
+	Late      int     `json:"late_starts,omitempty"`
+	MaxLateMs float64 `json:"max_late_ms,omitempty"`
+
 	// CPU of the server process (the mock for direct, Caddy otherwise):
 	// per 1000 requests, and per forwarded chunk for streams. -1 when
 	// /proc could not be read.
@@ -86,7 +99,9 @@ type targetResult struct {
 }
 
 // comparison is one target against a baseline: ratios for rates and CPU,
-// differences for latencies.
+// differences for latencies. Closed-loop scenarios compare caddy with
+// direct and arcane with caddy; open-loop ones compare both with direct,
+// their added latencies.
 type comparison struct {
 	Target          string  `json:"target"`
 	Baseline        string  `json:"baseline"`
@@ -102,16 +117,12 @@ func (s *scenarioResult) summarize() {
 	for _, t := range s.Targets {
 		t.summarize(s.Scenario.Stream)
 	}
-	byName := func(name string) *targetResult {
-		for _, t := range s.Targets {
-			if t.Target == name {
-				return t
-			}
-		}
-		return nil
+	pairs := [][2]string{{targetCaddy, targetDirect}, {targetArcane, targetCaddy}}
+	if s.Scenario.Rate > 0 {
+		pairs = [][2]string{{targetCaddy, targetDirect}, {targetArcane, targetDirect}}
 	}
-	for _, pair := range [][2]string{{targetCaddy, targetDirect}, {targetArcane, targetCaddy}} {
-		t, base := byName(pair[0]), byName(pair[1])
+	for _, pair := range pairs {
+		t, base := s.target(pair[0]), s.target(pair[1])
 		if t == nil || base == nil {
 			continue
 		}
@@ -130,6 +141,16 @@ func (s *scenarioResult) summarize() {
 		}
 		s.Compared = append(s.Compared, c)
 	}
+}
+
+// target returns the named target's result, or nil.
+func (s *scenarioResult) target(name string) *targetResult {
+	for _, t := range s.Targets {
+		if t.Target == name {
+			return t
+		}
+	}
+	return nil
 }
 
 func ratio(a, b float64) float64 {
@@ -160,6 +181,9 @@ func (t *targetResult) summarize(stream bool) {
 		if t.FirstError == "" {
 			t.FirstError = w.FirstError
 		}
+		t.Scheduled += w.Scheduled
+		t.Late += w.Late
+		t.MaxLateMs = max(t.MaxLateMs, w.MaxLateMs)
 		if w.CPUSeconds < 0 {
 			cpuOK = false
 		} else {
@@ -235,20 +259,39 @@ func (r *report) printHeader(w io.Writer) {
 	fmt.Fprintf(w, "CPUs: %d; taskset %s (allowed CPUs: load generator %s, caddy %s)\n",
 		r.CPUs, r.PinNote, r.LoadCPUs, r.ServerCPUs)
 	fmt.Fprintf(w, "GOMAXPROCS: load generator %d, mocks %d, caddy from its CPU affinity\n", r.GOMAXPROCS, r.MockProcs)
-	fmt.Fprintf(w, "rounds: %d x %s per target, interleaved (direct, caddy, arcane); warm-up %s per target and scenario\n",
-		r.Rounds, r.Duration, r.Warmup)
+	fmt.Fprintf(w, "rounds: %d x %s per target (open loop: %s), interleaved (direct, caddy, arcane); warm-up %s per target and scenario\n",
+		r.Rounds, r.Duration, r.OpenDuration, r.Warmup)
+	fmt.Fprintf(w, "open loop: each request starts on schedule in a goroutine of its own; latency from its actual start; a start one interval late is missed\n")
 	fmt.Fprintf(w, "CPU: user+system from /proc/<pid>/stat (10 ms ticks); srv = the mock for direct, Caddy for caddy and arcane; gen = this load generator\n")
 	idle := "Caddy's default (32)"
 	if r.CaddyIdleConns > 0 {
 		idle = fmt.Sprint(r.CaddyIdleConns)
 	}
-	fmt.Fprintf(w, "stock reverse_proxy: keepalive_idle_conns_per_host %s; arcane's provider pool keeps 256\n", idle)
+	fmt.Fprintf(w, "stock reverse_proxy: keepalive_idle_conns_per_host %s; arcane's provider pool keeps 256; open files limit %d\n", idle, r.FileLimit)
 }
 
 func (s *scenarioResult) print(w io.Writer) {
 	sc := s.Scenario
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	if sc.Stream {
+	switch {
+	case sc.Rate > 0 && sc.Stream:
+		fmt.Fprintf(w, "== stream, open loop: %d-token replies paced 1 ms, %g streams/s started on a fixed schedule\n",
+			sc.Tokens, sc.Rate)
+		fmt.Fprintln(tw, "target\tstreams/s\tTTFB p50\tTTFB p99\tstream p50\tstream p99\terrors\tmissed starts\tCPU µs/chunk\tsrv CPU\tgen CPU\t")
+		for _, t := range s.Targets {
+			fmt.Fprintf(tw, "%s\t%.1f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", t.Target, t.ReqPerSec,
+				fmtMs(t.TTFBP50Ms), fmtMs(t.TTFBP99Ms), fmtMs(t.LatencyP50Ms), fmtMs(t.LatencyP99Ms),
+				fmtErrors(t), fmtLate(t), fmtCPU(t.CPUUsPerChunk, 2), fmtPct(t.ServerCPUPct), fmtPct(t.LoadCPUPct))
+		}
+	case sc.Rate > 0:
+		fmt.Fprintf(w, "== non-stream, open loop: %d-token replies, %g req/s started on a fixed schedule\n", sc.Tokens, sc.Rate)
+		fmt.Fprintln(tw, "target\treq/s\tp50\tp99\terrors\tmissed starts\tCPU ms/1k req\tsrv CPU\tgen CPU\t")
+		for _, t := range s.Targets {
+			fmt.Fprintf(tw, "%s\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", t.Target, t.ReqPerSec,
+				fmtMs(t.LatencyP50Ms), fmtMs(t.LatencyP99Ms), fmtErrors(t), fmtLate(t),
+				fmtCPU(t.CPUMsPer1kReq, 1), fmtPct(t.ServerCPUPct), fmtPct(t.LoadCPUPct))
+		}
+	case sc.Stream:
 		fmt.Fprintf(w, "== stream: %d-token replies paced 1 ms (%d tokens/s), %d concurrent streams, closed loop\n",
 			sc.Tokens, streamTPS, sc.Concurrency)
 		fmt.Fprintln(tw, "target\tstreams/s\t(min..max)\tevents/s\tev/stream\tTTFB p50\tTTFB p99\tstream p50\tstream p99\terrors\tCPU µs/chunk\tsrv CPU\tgen CPU\t")
@@ -258,7 +301,7 @@ func (s *scenarioResult) print(w io.Writer) {
 				fmtMs(t.TTFBP50Ms), fmtMs(t.TTFBP99Ms), fmtMs(t.LatencyP50Ms), fmtMs(t.LatencyP99Ms),
 				fmtErrors(t), fmtCPU(t.CPUUsPerChunk, 2), fmtPct(t.ServerCPUPct), fmtPct(t.LoadCPUPct))
 		}
-	} else {
+	default:
 		fmt.Fprintf(w, "== non-stream: %d-token replies, %d concurrent workers, closed loop\n", sc.Tokens, sc.Concurrency)
 		fmt.Fprintln(tw, "target\treq/s\t(min..max)\tp50\tp99\terrors\tCPU ms/1k req\tsrv CPU\tgen CPU\t")
 		for _, t := range s.Targets {
@@ -271,11 +314,17 @@ func (s *scenarioResult) print(w io.Writer) {
 	for _, c := range s.Compared {
 		var b strings.Builder
 		fmt.Fprintf(&b, "  %s vs %s:", c.Target, c.Baseline)
-		if sc.Stream {
+		switch {
+		case sc.Rate > 0 && sc.Stream:
+			fmt.Fprintf(&b, " added TTFB p50 %s p99 %s, stream p50 %s p99 %s",
+				fmtAdd(c.TTFBP50AddMs), fmtAdd(c.TTFBP99AddMs), fmtAdd(c.LatencyP50AddMs), fmtAdd(c.LatencyP99AddMs))
+		case sc.Rate > 0:
+			fmt.Fprintf(&b, " added p50 %s, p99 %s", fmtAdd(c.LatencyP50AddMs), fmtAdd(c.LatencyP99AddMs))
+		case sc.Stream:
 			fmt.Fprintf(&b, " streams/s x%.2f, TTFB p50 %s p99 %s, stream p50 %s p99 %s, CPU/chunk %s",
 				c.ReqPerSecRatio, fmtAdd(c.TTFBP50AddMs), fmtAdd(c.TTFBP99AddMs),
 				fmtAdd(c.LatencyP50AddMs), fmtAdd(c.LatencyP99AddMs), fmtRatio(c.CPURatio))
-		} else {
+		default:
 			fmt.Fprintf(&b, " req/s x%.2f, p50 %s, p99 %s, CPU/req %s",
 				c.ReqPerSecRatio, fmtAdd(c.LatencyP50AddMs), fmtAdd(c.LatencyP99AddMs), fmtRatio(c.CPURatio))
 		}
@@ -295,6 +344,11 @@ func (s *scenarioResult) print(w io.Writer) {
 func fmtMs(v float64) string { return fmt.Sprintf("%.2fms", v) }
 
 func fmtAdd(v float64) string { return fmt.Sprintf("%+.2fms", v) }
+
+// fmtLate is an open-loop target's missed starts and its latest start.
+func fmtLate(t *targetResult) string {
+	return fmt.Sprintf("%d/%d (max %.1fms)", t.Late, t.Scheduled, t.MaxLateMs)
+}
 
 func fmtRatio(v float64) string {
 	if v <= 0 {
@@ -324,7 +378,7 @@ func fmtErrors(t *targetResult) string {
 	return fmt.Sprintf("%d/%d (%.2f%%)", t.Errors, t.Attempts, 100*t.ErrorRate)
 }
 
-// tooManyErrors lists the targets above 1% errors.
+// tooManyErrors lists the targets, and the settlement run, above 1% errors.
 func (r *report) tooManyErrors() []string {
 	var bad []string
 	for _, s := range r.Scenarios {
@@ -334,6 +388,16 @@ func (r *report) tooManyErrors() []string {
 					s.Scenario.Name, t.Target, t.Errors, t.Attempts, 100*t.ErrorRate, t.FirstError))
 			}
 		}
+	}
+	if s := r.Slow; s != nil {
+		for _, t := range s.Targets {
+			if t.Errors > 0 {
+				bad = append(bad, fmt.Sprintf("slow streams %s: %d of %d streams failed; first: %s", t.Target, t.Errors, s.Streams, t.FirstError))
+			}
+		}
+	}
+	if s := r.Settle; s != nil && s.Errors > 0 && float64(s.Errors) > 0.01*float64(s.Settlements+s.Errors) {
+		bad = append(bad, fmt.Sprintf("settlement: %d of %d failed; first: %s", s.Errors, s.Settlements+s.Errors, s.FirstError))
 	}
 	return bad
 }
