@@ -228,6 +228,55 @@ func (env *resEnv) sdk() openai.Client {
 	)
 }
 
+// streamCut posts a stream that the gateway must cut: it checks the 200,
+// that the upstream saw its request cancelled, and that the cut came after
+// at least after (and within 3s); want says what the wait should be.
+func (env *resEnv) streamCut(t testing.TB, cancelled <-chan struct{}, after time.Duration, want string) chatResponse {
+	t.Helper()
+	start := time.Now()
+	resp := settledChat(t, http.MethodPost, env.key.Key, chatBody(publicModel, `,"stream":true`))
+	took := time.Since(start)
+	if resp.Status != http.StatusOK {
+		t.Fatalf("status %d; body %s", resp.Status, resp.Body)
+	}
+	waitFor(t, cancelled, "a's handler seeing its request cancelled")
+	if took < after || took > 3*time.Second {
+		t.Errorf("the stream took %v, want %s", took, want)
+	}
+	return resp
+}
+
+// sdkStreamed is what the openai-go SDK made of a stream.
+type sdkStreamed struct {
+	// text joins every chunk's content; chunks counts the chunks the
+	// SDK returned and finishes their finish reasons.
+	text     string
+	chunks   int
+	finishes []string
+	raw      *http.Response
+	err      error
+}
+
+// sdkStream streams p through the SDK to its end.
+func (env *resEnv) sdkStream(p openai.ChatCompletionNewParams) sdkStreamed {
+	var res sdkStreamed
+	client := env.sdk()
+	stream := client.Chat.Completions.NewStreaming(context.Background(), p, option.WithResponseInto(&res.raw))
+	defer stream.Close()
+	var text strings.Builder
+	for stream.Next() {
+		res.chunks++
+		for _, c := range stream.Current().Choices {
+			text.WriteString(c.Delta.Content)
+			if c.FinishReason != "" {
+				res.finishes = append(res.finishes, c.FinishReason)
+			}
+		}
+	}
+	res.text, res.err = text.String(), stream.Err()
+	return res
+}
+
 var resParams = openai.ChatCompletionNewParams{
 	Model:    publicModel,
 	Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Say hi.")},
@@ -539,23 +588,15 @@ func TestResilienceServerErrorFailsOver(t *testing.T) {
 		env.assertRow(t, id, b.deployment(), 2, "ok", standardCost)
 	})
 	t.Run("a stream through the SDK", func(t *testing.T) {
-		var raw *http.Response
 		p := resParams
 		p.StreamOptions = openai.ChatCompletionStreamOptionsParam{IncludeUsage: openai.Bool(true)}
-		client := env.sdk()
-		stream := client.Chat.Completions.NewStreaming(context.Background(), p, option.WithResponseInto(&raw))
-		defer stream.Close()
-		var text strings.Builder
-		for stream.Next() {
-			for _, c := range stream.Current().Choices {
-				text.WriteString(c.Delta.Content)
-			}
+		res := env.sdkStream(p)
+		if res.err != nil {
+			t.Fatalf("stream: %v", res.err)
 		}
-		if err := stream.Err(); err != nil {
-			t.Fatalf("stream: %v", err)
-		}
-		if text.String() != standardReply.content() {
-			t.Errorf("streamed %q, want %q", text.String(), standardReply.content())
+		raw := res.raw
+		if res.text != standardReply.content() {
+			t.Errorf("streamed %q, want %q", res.text, standardReply.content())
 		}
 		if got := env.calls(); got[0] != 2 || got[1] != 2 {
 			t.Errorf("requests a, b = %v, want 2 each", got)
@@ -741,31 +782,17 @@ func TestResilienceStreamCutMidway(t *testing.T) {
 	})
 
 	t.Run("the SDK reads the delivered text, then reports the error", func(t *testing.T) {
-		var raw *http.Response
-		client := env.sdk()
-		stream := client.Chat.Completions.NewStreaming(context.Background(), resParams, option.WithResponseInto(&raw))
-		defer stream.Close()
-		var text strings.Builder
-		chunks := 0
-		var finishes []string
-		for stream.Next() {
-			chunks++
-			for _, c := range stream.Current().Choices {
-				text.WriteString(c.Delta.Content)
-				if c.FinishReason != "" {
-					finishes = append(finishes, c.FinishReason)
-				}
-			}
-		}
-		if chunks != len(delivered) || text.String() != strings.Join(delivered, "") {
-			t.Errorf("the SDK read %d chunks with %q, want %d with %q", chunks, text.String(), len(delivered), strings.Join(delivered, ""))
+		res := env.sdkStream(resParams)
+		raw := res.raw
+		if res.chunks != len(delivered) || res.text != strings.Join(delivered, "") {
+			t.Errorf("the SDK read %d chunks with %q, want %d with %q", res.chunks, res.text, len(delivered), strings.Join(delivered, ""))
 		}
 		// The SDK turns any event with an "error" member into its error:
 		// the chunk's finish_reason "error" never reaches the caller.
-		if len(finishes) != 0 {
-			t.Errorf("the SDK surfaced finish reasons %q", finishes)
+		if len(res.finishes) != 0 {
+			t.Errorf("the SDK surfaced finish reasons %q", res.finishes)
 		}
-		err := stream.Err()
+		err := res.err
 		var se *ssestream.StreamError
 		if !errors.As(err, &se) {
 			t.Fatalf("stream.Err() is %v (%T), want an *ssestream.StreamError", err, err)
@@ -879,16 +906,7 @@ func TestResilienceStalledStreamTimesOut(t *testing.T) {
 		}
 	})
 
-	start := time.Now()
-	resp := settledChat(t, http.MethodPost, env.key.Key, chatBody(publicModel, `,"stream":true`))
-	took := time.Since(start)
-	if resp.Status != http.StatusOK {
-		t.Fatalf("status %d; body %s", resp.Status, resp.Body)
-	}
-	waitFor(t, cancelled, "a's handler seeing its request cancelled")
-	if took < 200*time.Millisecond || took > 3*time.Second {
-		t.Errorf("the stream took %v, want about the idle timeout (200ms)", took)
-	}
+	resp := env.streamCut(t, cancelled, 200*time.Millisecond, "about the idle timeout (200ms)")
 	events := splitEvents(t, resp.Body)
 	if len(events) != len(delivered)+2 {
 		t.Fatalf("%d events, want %d chunks, the error chunk and [DONE]: %q", len(events), len(delivered), events)
@@ -953,16 +971,7 @@ func TestResilienceRequestTimeout(t *testing.T) {
 				}
 			}
 		})
-		start := time.Now()
-		resp := settledChat(t, http.MethodPost, env.key.Key, chatBody(publicModel, `,"stream":true`))
-		took := time.Since(start)
-		if resp.Status != http.StatusOK {
-			t.Fatalf("status %d; body %s", resp.Status, resp.Body)
-		}
-		waitFor(t, cancelled, "a's handler seeing its request cancelled")
-		if took < 300*time.Millisecond || took > 3*time.Second {
-			t.Errorf("the stream took %v, want the request timeout (300ms)", took)
-		}
+		resp := env.streamCut(t, cancelled, 300*time.Millisecond, "the request timeout (300ms)")
 		events := splitEvents(t, resp.Body)
 		if len(events) < 4 || events[len(events)-1] != "[DONE]" {
 			t.Fatalf("events %q, want chunks, an error chunk and [DONE]", events)
@@ -1557,21 +1566,13 @@ func TestResilienceStreamKeepAlive(t *testing.T) {
 	b.up.handle(replyWith(standardReply))
 
 	t.Run("the SDK skips the comments and gets b's stream", func(t *testing.T) {
-		var raw *http.Response
-		client := env.sdk()
-		stream := client.Chat.Completions.NewStreaming(context.Background(), resParams, option.WithResponseInto(&raw))
-		defer stream.Close()
-		var text strings.Builder
-		for stream.Next() {
-			for _, c := range stream.Current().Choices {
-				text.WriteString(c.Delta.Content)
-			}
+		res := env.sdkStream(resParams)
+		if res.err != nil {
+			t.Fatalf("stream: %v", res.err)
 		}
-		if err := stream.Err(); err != nil {
-			t.Fatalf("stream: %v", err)
-		}
-		if text.String() != standardReply.content() {
-			t.Errorf("streamed %q, want %q", text.String(), standardReply.content())
+		raw := res.raw
+		if res.text != standardReply.content() {
+			t.Errorf("streamed %q, want %q", res.text, standardReply.content())
 		}
 		waitFor(t, cancelled, "a's handler seeing its request cancelled")
 		env.assertRow(t, requestID(t, raw.Header), b.deployment(), 2, "ok", standardCost)
