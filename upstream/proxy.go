@@ -550,20 +550,8 @@ func (p *Proxy) stream(a *attempt, w http.ResponseWriter, resp *http.Response, x
 		return nil
 	}
 	if !x.Delivered {
-		if a.client.Err() != nil {
-			return errClientClosed(x, a.client.Err())
-		}
-		if cause := a.timedOut(); cause != nil {
-			return a.timeoutError(cause)
-		}
-		if !sawDone {
-			a.fail(brokenCause(readErr))
-			msg := "The model's provider ended the stream before answering. Retry with backoff."
-			if errors.Is(readErr, errMalformed) {
-				msg = "The model's provider sent a stream this gateway could not read. Retry with backoff."
-			}
-			return &Error{Status: http.StatusBadGateway, Type: "server_error", Code: "upstream_error",
-				Message: msg, Err: readErr, retry: true}
+		if !sawDone || a.client.Err() != nil {
+			return a.undelivered(x, readErr)
 		}
 		// An empty but complete stream: answer it as one.
 		if !x.keepAlive.stop() {
@@ -597,6 +585,25 @@ func (p *Proxy) stream(a *attempt, w http.ResponseWriter, resp *http.Response, x
 	}
 	_ = rc.Flush()
 	return nil
+}
+
+// undelivered is the answer to a stream that ended before its first event
+// reached the client: the client left, the gateway timed the provider out,
+// or the provider broke off or sent something unreadable (a failure that
+// another deployment may make up for).
+func (a *attempt) undelivered(x *Exchange, readErr error) error {
+	if a.client.Err() != nil {
+		return errClientClosed(x, a.client.Err())
+	}
+	if cause := a.timedOut(); cause != nil {
+		return a.timeoutError(cause)
+	}
+	a.fail(brokenCause(readErr))
+	msg := "The model's provider ended the stream before answering. Retry with backoff."
+	if errors.Is(readErr, errMalformed) {
+		msg = "The model's provider sent a stream this gateway could not read. Retry with backoff."
+	}
+	return &Error{Status: http.StatusBadGateway, Type: "server_error", Code: "upstream_error", Message: msg, Err: readErr, retry: true}
 }
 
 // brokenOff records why a stream that had started broke off, and returns

@@ -136,15 +136,7 @@ func (p *Proxy) anthropicStream(a *attempt, w http.ResponseWriter, resp *http.Re
 		return nil
 	}
 	if !x.Delivered {
-		if a.client.Err() != nil {
-			return errClientClosed(x, a.client.Err())
-		}
-		if cause := a.timedOut(); cause != nil {
-			return a.timeoutError(cause)
-		}
-		a.fail(brokenCause(readErr))
-		return &Error{Status: http.StatusBadGateway, Type: "server_error", Code: "upstream_error",
-			Message: "The model's provider ended the stream before answering. Retry with backoff.", Err: readErr, retry: true}
+		return a.undelivered(x, readErr)
 	}
 	if a.client.Err() != nil {
 		x.Outcome = OutcomeClientClosed
