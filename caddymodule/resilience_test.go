@@ -246,6 +246,16 @@ func (env *resEnv) streamCut(t testing.TB, cancelled <-chan struct{}, after time
 	return resp
 }
 
+// assertFailedOnce checks, in GET /arcane/upstreams, that p's deployment
+// failed once, for cause, and has nothing in flight.
+func (env *resEnv) assertFailedOnce(t testing.TB, p *resProvider, cause string) {
+	t.Helper()
+	deps, _, _ := env.upstreams(t)
+	if d := deps[p.deployment()]; d.Failures != 1 || !strings.Contains(d.LastError, cause) || d.InFlight != 0 {
+		t.Errorf("%s is %+v, want one failure for the %s and nothing in flight", p.name, d, cause)
+	}
+}
+
 // sdkStreamed is what the openai-go SDK made of a stream.
 type sdkStreamed struct {
 	// text joins every chunk's content; chunks counts the chunks the
@@ -567,10 +577,7 @@ func TestResilienceHangBeforeHeadersFailsOver(t *testing.T) {
 		t.Errorf("requests a, b = %v, want 1 each", got)
 	}
 	env.assertRow(t, id, b.deployment(), 2, "ok", standardCost)
-	deps, _, _ := env.upstreams(t)
-	if d := deps[a.deployment()]; d.Failures != 1 || !strings.Contains(d.LastError, "response header timeout") || d.InFlight != 0 {
-		t.Errorf("a is %+v, want one failure for the response header timeout and nothing in flight", d)
-	}
+	env.assertFailedOnce(t, a, "response header timeout")
 	env.assertNothingLeft(t)
 }
 
@@ -936,10 +943,7 @@ func TestResilienceStalledStreamTimesOut(t *testing.T) {
 	if r.Basis != "counted" || r.PromptTokens <= 0 || r.CompletionTokens != countTokens(delivered) || cost <= 0 {
 		t.Errorf("row %+v, want counted, billed for the %d delivered tokens", r, countTokens(delivered))
 	}
-	deps, _, _ := env.upstreams(t)
-	if d := deps[a.deployment()]; d.Failures != 1 || !strings.Contains(d.LastError, "idle timeout") || d.InFlight != 0 {
-		t.Errorf("a is %+v, want one failure for the idle timeout and nothing in flight", d)
-	}
+	env.assertFailedOnce(t, a, "idle timeout")
 	env.assertNothingLeft(t)
 }
 
