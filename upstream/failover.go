@@ -220,6 +220,10 @@ func (p *Proxy) Forward(ctx context.Context, w http.ResponseWriter, x *Exchange)
 	return err
 }
 
+// upstreamBodySlack is the room an upstream body is given beyond the
+// client's: the model id rewritten, stream_options added.
+const upstreamBodySlack = 256
+
 // forward is Forward's failover loop.
 func (p *Proxy) forward(ctx context.Context, deadline time.Time, w http.ResponseWriter, x *Exchange) error {
 	attempts, window := p.Attempts, p.TryDuration
@@ -230,8 +234,18 @@ func (p *Proxy) forward(ctx context.Context, deadline time.Time, w http.Response
 		window = DefaultTryDuration
 	}
 	start := p.now()
-	buf := getBuf()
-	defer func() { putBuf(buf) }()
+	// The upstream body is built in buf. A stream keeps it for as long as
+	// it runs (the transport may read it until the answer ends), minutes
+	// for a slow one, so a stream gets a buffer of its own sized for the
+	// body instead of a pooled one; the pool serves the short requests.
+	var buf *[]byte
+	if x.Request.Stream {
+		b := make([]byte, 0, len(x.Body)+upstreamBodySlack)
+		buf = &b
+	} else {
+		buf = getBuf()
+		defer func() { putBuf(buf) }()
+	}
 	var (
 		tried   uint64
 		last    *Error
@@ -270,7 +284,8 @@ func (p *Proxy) forward(ctx context.Context, deadline time.Time, w http.Response
 		// The transport may still be reading the body of a request that
 		// was answered early (RoundTrip's contract): the next attempt gets
 		// a buffer of its own, and this one is left to the collector.
-		buf = new([]byte)
+		b := make([]byte, 0, cap(*buf))
+		buf = &b
 	}
 	switch {
 	case last != nil:

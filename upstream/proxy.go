@@ -461,25 +461,33 @@ func (p *Proxy) stream(a *attempt, w http.ResponseWriter, resp *http.Response, x
 	rc := http.NewResponseController(w)
 	a.body = resp.Body
 	rd := sse.NewReader(a, p.MaxEvent)
-	out := getBuf()
-	defer putBuf(out)
-	chunk := getBuf()
-	defer putBuf(chunk)
-	text := getBuf()
-	defer putBuf(text)
+	// A stream may run for minutes, most of it waiting for the provider:
+	// the work buffers come from the pool for one event at a time and go
+	// back before the next wait, so an idle stream holds only what it must
+	// keep (the delivered text and its first event, both sized to fit).
 	var (
+		out, chunk                  *[]byte
+		text, first                 []byte
 		gotUsage, sawDone, sawError bool
 		counted                     int64
 		readErr                     error
 	)
-	first := getBuf()
-	defer putBuf(first)
+	release := func() {
+		if out != nil {
+			putBuf(out)
+			putBuf(chunk)
+			out, chunk = nil, nil
+		}
+	}
+	defer release()
 	for {
+		release()
 		ev, err := rd.Next()
 		if err != nil {
 			readErr = err
 			break
 		}
+		out, chunk = getBuf(), getBuf()
 		if sse.IsDone(ev.Data) {
 			sawDone = true
 			break
@@ -498,7 +506,7 @@ func (p *Proxy) stream(a *attempt, w http.ResponseWriter, resp *http.Response, x
 		}
 		if !x.Delivered {
 			a.firstByte()
-			*first = append((*first)[:0], ev.Data...)
+			first = append(first[:0], ev.Data...)
 		}
 		u, usageEvent := openai.ParseUsage(ev.Data)
 		if usageEvent {
@@ -508,10 +516,10 @@ func (p *Proxy) stream(a *attempt, w http.ResponseWriter, resp *http.Response, x
 			continue
 		}
 		if !gotUsage {
-			*text = openai.AppendContent(*text, ev.Data)
-			if len(*text) > maxCountBuffer {
-				counted += int64(p.Tokens.Count(x.Model.ID, *text))
-				*text = (*text)[:0]
+			text = openai.AppendContent(text, ev.Data)
+			if len(text) > maxCountBuffer {
+				counted += int64(p.Tokens.Count(x.Model.ID, text))
+				text = text[:0]
 			}
 		}
 		if isError {
@@ -540,7 +548,7 @@ func (p *Proxy) stream(a *attempt, w http.ResponseWriter, resp *http.Response, x
 	if gotUsage {
 		x.Basis = BasisUpstream
 	} else {
-		u := p.count(x, *text)
+		u := p.count(x, text)
 		u.CompletionTokens += counted
 		u.TotalTokens += counted
 		x.Usage, x.Basis = u, BasisCounted
@@ -563,6 +571,9 @@ func (p *Proxy) stream(a *attempt, w http.ResponseWriter, resp *http.Response, x
 		x.Outcome = OutcomeClientClosed
 		return nil
 	}
+	if out == nil {
+		out, chunk = getBuf(), getBuf()
+	}
 	*out = (*out)[:0]
 	switch {
 	case sawError:
@@ -572,7 +583,7 @@ func (p *Proxy) stream(a *attempt, w http.ResponseWriter, resp *http.Response, x
 		// The provider broke off mid-stream: say so in band, the way
 		// OpenRouter's clients expect, then end the stream cleanly.
 		code, msg := a.brokenOff(readErr)
-		*chunk = appendStreamError((*chunk)[:0], *first, x.Model.ID, "server_error", code, msg)
+		*chunk = appendStreamError((*chunk)[:0], first, x.Model.ID, "server_error", code, msg)
 		*out = sse.AppendData(*out, *chunk)
 		x.Outcome = OutcomeUpstreamError
 	default:

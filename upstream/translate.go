@@ -69,29 +69,36 @@ func (p *Proxy) anthropicStream(a *attempt, w http.ResponseWriter, resp *http.Re
 	a.body = resp.Body
 	rd := sse.NewReader(a, p.MaxEvent)
 	st := anthropic.NewStream(x.Model.ID, time.Now())
-	out := getBuf()
-	defer putBuf(out)
-	chunk := getBuf()
-	defer putBuf(chunk)
-	text := getBuf()
-	defer putBuf(text)
+	// As in stream: a work buffer per event, back in the pool before the
+	// next wait; the delivered text is kept at its own size.
 	var (
+		out         *[]byte
+		text        []byte
 		counted     int64
 		readErr     error
 		failedEmpty bool
 	)
+	release := func() {
+		if out != nil {
+			putBuf(out)
+			out = nil
+		}
+	}
+	defer release()
 	for !st.Done() {
+		release()
 		ev, err := rd.Next()
 		if err != nil {
 			readErr = err
 			break
 		}
+		out = getBuf()
 		*out, err = st.Event((*out)[:0], ev.Name, ev.Data)
 		if err != nil {
 			readErr = err
 			break
 		}
-		if st.Failed() && len(*text) == 0 && counted == 0 {
+		if st.Failed() && len(text) == 0 && counted == 0 {
 			// The provider failed before any content: nothing of value
 			// was delivered. Before the first byte that is a plain error
 			// answer; after a role chunk, the in-band error ends the
@@ -105,10 +112,10 @@ func (p *Proxy) anthropicStream(a *attempt, w http.ResponseWriter, resp *http.Re
 			continue
 		}
 		a.firstByte()
-		*text = appendFramesContent(*text, *out)
-		if len(*text) > maxCountBuffer {
-			counted += int64(p.Tokens.Count(x.Model.ID, *text))
-			*text = (*text)[:0]
+		text = appendFramesContent(text, *out)
+		if len(text) > maxCountBuffer {
+			counted += int64(p.Tokens.Count(x.Model.ID, text))
+			text = text[:0]
 		}
 		if !emit(w, rc, x, *out) {
 			break
@@ -123,7 +130,7 @@ func (p *Proxy) anthropicStream(a *attempt, w http.ResponseWriter, resp *http.Re
 	case failedEmpty:
 		x.Usage, x.Basis = openai.Usage{}, BasisCounted
 	default:
-		u := p.count(x, *text)
+		u := p.count(x, text)
 		if gotUsage && usage.PromptTokens > 0 {
 			u.PromptTokens, u.CachedTokens = usage.PromptTokens, usage.CachedTokens
 		}
@@ -142,6 +149,12 @@ func (p *Proxy) anthropicStream(a *attempt, w http.ResponseWriter, resp *http.Re
 		x.Outcome = OutcomeClientClosed
 		return nil
 	}
+	if out == nil {
+		out = getBuf()
+	}
+	chunk, scratch := getBuf(), getBuf()
+	defer putBuf(chunk)
+	defer putBuf(scratch)
 	*out = (*out)[:0]
 	switch {
 	case st.Failed():
@@ -169,8 +182,8 @@ func (p *Proxy) anthropicStream(a *attempt, w http.ResponseWriter, resp *http.Re
 		if x.Request.IncludeUsage {
 			*chunk = st.UsageChunk((*chunk)[:0])
 			if x.Cost != nil {
-				*text = p.withCost((*text)[:0], *chunk, x)
-				*text, *chunk = *chunk, *text
+				*scratch = p.withCost((*scratch)[:0], *chunk, x)
+				*scratch, *chunk = *chunk, *scratch
 			}
 			*out = sse.AppendData(*out, *chunk)
 		}

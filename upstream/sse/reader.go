@@ -24,10 +24,16 @@ var ErrEventTooLarge = errors.New("sse: event too large")
 var errBadRead = errors.New("sse: source returned an invalid byte count")
 
 const (
-	// readSize is the Reader's fixed read buffer. Events larger than it are
-	// assembled in the data buffer, so it only sets how many Read calls a
-	// large event costs, not what size of event parses.
-	readSize = 8 << 10
+	// minReadSize and readSize bound the Reader's read buffer. It starts
+	// at minReadSize and doubles, up to readSize, each time a read fills
+	// it: a stream of small events keeps a small buffer, which matters
+	// because a stream holds it for as long as it waits (minutes, for a
+	// slow one), while a fast stream soon reads in large blocks. Events
+	// larger than the buffer are assembled in the data buffer, so its size
+	// only sets how many Read calls a large event costs, not what size of
+	// event parses.
+	minReadSize = 1 << 10
+	readSize    = 8 << 10
 
 	// maxEmptyReads is how many reads in a row may return nothing and no
 	// error before the source is declared stuck, as bufio does.
@@ -96,8 +102,9 @@ type Reader struct {
 	src      io.Reader
 	maxEvent int
 
-	buf  []byte // fixed read buffer; buf[r:w] is not consumed yet
+	buf  []byte // read buffer; buf[r:w] is not consumed yet
 	r, w int
+	full bool // the last read filled buf: the next may use a larger one
 	rerr error // error from the source, acted on once buf[r:w] is drained
 	err  error // once set, Next returns it on every call
 
@@ -132,7 +139,7 @@ func NewReader(src io.Reader, maxEvent int) *Reader {
 	if maxEvent <= 0 {
 		maxEvent = DefaultMaxEvent
 	}
-	return &Reader{src: src, maxEvent: maxEvent, buf: make([]byte, readSize)}
+	return &Reader{src: src, maxEvent: maxEvent, buf: make([]byte, minReadSize)}
 }
 
 // Next returns the next event. At the end of the stream it returns io.EOF,
@@ -395,6 +402,12 @@ func (r *Reader) skipBOM() {
 
 // fill reads once more from the source into the free end of buf.
 func (r *Reader) fill() {
+	if r.full && r.r == r.w && len(r.buf) < readSize {
+		// The source had more than the buffer held, and all of it is
+		// parsed: read in larger blocks from now on.
+		r.buf = make([]byte, 2*len(r.buf))
+		r.r, r.w = 0, 0
+	}
 	if r.r > 0 {
 		copy(r.buf, r.buf[r.r:r.w])
 		r.w -= r.r
@@ -407,6 +420,7 @@ func (r *Reader) fill() {
 			return
 		}
 		r.w += n
+		r.full = r.w == len(r.buf)
 		if err != nil {
 			r.rerr = err
 			return

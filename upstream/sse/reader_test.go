@@ -371,8 +371,8 @@ func TestReaderEventTooLarge(t *testing.T) {
 				if c := cap(r.val); c > max {
 					t.Errorf("value buffer grew to %d bytes, past the bound of %d", c, max)
 				}
-				if c := cap(r.buf); c != readSize {
-					t.Errorf("read buffer is %d bytes, want the fixed %d", c, readSize)
+				if c := cap(r.buf); c > readSize {
+					t.Errorf("read buffer is %d bytes, want at most %d", c, readSize)
 				}
 				// The reader stops within one read chunk of the event that
 				// broke the bound.
@@ -670,4 +670,49 @@ func BenchmarkReaderLargeEvent(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// TestReaderBufferFollowsTheStream checks that a stream of small events
+// keeps the smallest read buffer (a waiting stream holds it), and that a
+// source with more than the buffer holds grows it, never past readSize.
+func TestReaderBufferFollowsTheStream(t *testing.T) {
+	small := "data: {\"x\":1}\n\n"
+	r := NewReader(&chunkedSource{chunks: repeat(small, 100)}, 0)
+	if _, err := readAll(t, r, 1000); err != io.EOF {
+		t.Fatalf("reading small events: %v", err)
+	}
+	if c := cap(r.buf); c != minReadSize {
+		t.Errorf("after small events the read buffer is %d bytes, want %d", c, minReadSize)
+	}
+	big := "data: " + strings.Repeat("w", 4*readSize) + "\n\n"
+	r = NewReader(strings.NewReader(big+big), 0)
+	evs, err := readAll(t, r, 10)
+	if err != io.EOF || len(evs) != 2 {
+		t.Fatalf("reading large events: %d events, %v", len(evs), err)
+	}
+	if c := cap(r.buf); c != readSize {
+		t.Errorf("after large events the read buffer is %d bytes, want %d", c, readSize)
+	}
+}
+
+// chunkedSource returns one chunk per Read, as a paced upstream does.
+type chunkedSource struct{ chunks []string }
+
+func (s *chunkedSource) Read(p []byte) (int, error) {
+	if len(s.chunks) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, s.chunks[0])
+	if s.chunks[0] = s.chunks[0][n:]; s.chunks[0] == "" {
+		s.chunks = s.chunks[1:]
+	}
+	return n, nil
+}
+
+func repeat(s string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = s
+	}
+	return out
 }
