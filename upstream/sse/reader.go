@@ -104,7 +104,7 @@ type Reader struct {
 
 	buf  []byte // read buffer; buf[r:w] is not consumed yet
 	r, w int
-	full bool // the last read filled buf: the next may use a larger one
+	full bool  // the last read filled buf: the next may use a larger one
 	rerr error // error from the source, acted on once buf[r:w] is drained
 	err  error // once set, Next returns it on every call
 
