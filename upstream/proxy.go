@@ -355,15 +355,18 @@ func (p *Proxy) single(a *attempt, w http.ResponseWriter, resp *http.Response, x
 	if err != nil {
 		return err
 	}
-	if !json.Valid(data) {
-		a.fail("answer is not JSON")
+	// One walk validates the answer (exactly as json.Valid would, for an
+	// object) and finds its model and usage.
+	c := openai.ScanChunk(data)
+	if !c.Valid() {
+		a.fail("answer is not a JSON object")
 		return &Error{Status: http.StatusBadGateway, Type: "server_error", Code: "upstream_error",
-			Message: "The model's provider sent an answer that is not JSON.", Err: errors.New("invalid JSON from upstream"), retry: true}
+			Message: "The model's provider sent an answer that is not a JSON object.", Err: errors.New("invalid JSON from upstream"), retry: true}
 	}
 	out := getBuf()
 	defer putBuf(out)
-	*out = openai.AppendWithModel((*out)[:0], data, x.Model.ID)
-	u, ok := openai.ParseUsage(data)
+	*out = c.AppendWithModel((*out)[:0], x.Model.ID)
+	u, ok := c.Usage()
 	return p.writeAnswer(w, x, out, in, u, ok)
 }
 
@@ -508,15 +511,16 @@ func (p *Proxy) stream(a *attempt, w http.ResponseWriter, resp *http.Response, x
 			a.firstByte()
 			first = append(first[:0], ev.Data...)
 		}
-		u, usageEvent := openai.ParseUsage(ev.Data)
+		c := openai.ScanChunk(ev.Data)
+		u, usageEvent := c.Usage()
 		if usageEvent {
 			x.Usage, gotUsage = u, true
 		}
-		if !x.Request.IncludeUsage && openai.IsUsageOnlyChunk(ev.Data) {
+		if !x.Request.IncludeUsage && c.UsageOnly() {
 			continue
 		}
 		if !gotUsage {
-			text = openai.AppendContent(text, ev.Data)
+			text = c.AppendContent(text)
 			if len(text) > maxCountBuffer {
 				counted += int64(p.Tokens.Count(x.Model.ID, text))
 				text = text[:0]
@@ -529,7 +533,7 @@ func (p *Proxy) stream(a *attempt, w http.ResponseWriter, resp *http.Response, x
 			sawError = true
 			*chunk = append((*chunk)[:0], openai.MarshalError(replaceModel(msg, x.Deployment.Model, x.Model.ID), "server_error", "", "upstream_error")...)
 		} else {
-			*chunk = openai.AppendWithModel((*chunk)[:0], ev.Data, x.Model.ID)
+			*chunk = c.AppendWithModel((*chunk)[:0], x.Model.ID)
 			if usageEvent && x.Cost != nil {
 				*out = p.withCost((*out)[:0], *chunk, x)
 				*out, *chunk = *chunk, *out

@@ -97,13 +97,15 @@ func TestForwardSingle(t *testing.T) {
 			t.Fatalf("usage %+v basis %s", x.Usage, x.Basis)
 		}
 	})
-	t.Run("an answer that is not JSON is a 502", func(t *testing.T) {
-		_, w, err := exchangeFor(t, plainBody, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "<html>") })
-		var ue *Error
-		if !errors.As(err, &ue) || ue.Status != http.StatusBadGateway || w.Body.Len() != 0 {
-			t.Fatalf("err = %v, body %q", err, w.Body.String())
-		}
-	})
+	for _, answer := range []string{"<html>", `["valid JSON, but not an answer"]`, `{"model":"private-2025",`} {
+		t.Run("an answer that is not a JSON object is a 502: "+answer, func(t *testing.T) {
+			_, w, err := exchangeFor(t, plainBody, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, answer) })
+			var ue *Error
+			if !errors.As(err, &ue) || ue.Status != http.StatusBadGateway || w.Body.Len() != 0 {
+				t.Fatalf("err = %v, body %q", err, w.Body.String())
+			}
+		})
+	}
 }
 
 func TestForwardUpstreamErrors(t *testing.T) {

@@ -70,6 +70,13 @@ func (r *Request) AppendUpstream(dst, body []byte, upstreamModel string, forceIn
 // leak. An obj that is not a valid JSON object, or has no top-level model,
 // is appended unchanged. It allocates nothing when dst has room.
 func AppendWithModel(dst, obj []byte, model string) []byte {
+	c := ScanChunk(obj)
+	return c.AppendWithModel(dst, model)
+}
+
+// appendWithModelWalk is AppendWithModel by a walk of its own, for an
+// object with more "model" members than a Chunk keeps.
+func appendWithModelWalk(dst, obj []byte, model string) []byte {
 	base, last := len(dst), 0
 	o := topObject(obj)
 	for {

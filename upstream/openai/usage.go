@@ -30,20 +30,12 @@ type Usage struct {
 // (12.0 reads as 12); a missing total is the sum of prompt and completion.
 // It allocates nothing.
 func ParseUsage(obj []byte) (Usage, bool) {
-	o := topObject(obj)
-	var v span
-	for {
-		m, ok := o.next()
-		if !ok {
-			break
-		}
-		if m.is("usage") {
-			v = m.span
-		}
-	}
-	if o.failed() || !v.ok() || obj[v.start] != '{' {
-		return Usage{}, false
-	}
+	c := ScanChunk(obj)
+	return c.Usage()
+}
+
+// usageAt reads the usage object at v, which a walk validated.
+func usageAt(obj []byte, v span) Usage {
 	var u Usage
 	var buf [maxName]byte
 	uo := openObject(obj, v)
@@ -71,7 +63,7 @@ func ParseUsage(obj []byte) (Usage, bool) {
 			u.TotalTokens = math.MaxInt64
 		}
 	}
-	return u, true
+	return u
 }
 
 // detail reads one count from a details object at v.
@@ -116,26 +108,8 @@ func count(b []byte, v span) int64 {
 // "usage" an object. The proxy drops it from the stream of a client that did
 // not ask for usage, after reading it.
 func IsUsageOnlyChunk(obj []byte) bool {
-	o := topObject(obj)
-	var choices, usage span
-	for {
-		m, ok := o.next()
-		if !ok {
-			break
-		}
-		switch {
-		case m.is("choices"):
-			choices = m.span
-		case m.is("usage"):
-			usage = m.span
-		}
-	}
-	if o.failed() || !choices.ok() || !usage.ok() || obj[choices.start] != '[' || obj[usage.start] != '{' {
-		return false
-	}
-	a := openArray(obj, choices)
-	_, some := a.next()
-	return !some
+	c := ScanChunk(obj)
+	return c.UsageOnly()
 }
 
 // AppendContent appends the text delivered in obj, a stream chunk or a whole
@@ -149,31 +123,8 @@ func IsUsageOnlyChunk(obj []byte) bool {
 // reports no usage. An obj that is not a JSON object appends nothing. It
 // allocates nothing when dst has room.
 func AppendContent(dst, obj []byte) []byte {
-	o := topObject(obj)
-	var choices span
-	for {
-		m, ok := o.next()
-		if !ok {
-			break
-		}
-		if m.is("choices") {
-			choices = m.span
-		}
-	}
-	if o.failed() || !choices.ok() || obj[choices.start] != '[' {
-		return dst
-	}
-	a := openArray(obj, choices)
-	for {
-		c, ok := a.next()
-		if !ok {
-			break
-		}
-		delta, message := fields(obj, c, "delta", "message")
-		dst = appendMessageText(dst, obj, delta)
-		dst = appendMessageText(dst, obj, message)
-	}
-	return dst
+	c := ScanChunk(obj)
+	return c.AppendContent(dst)
 }
 
 // appendMessageText appends the text of the delta or message object at v.

@@ -1,0 +1,102 @@
+package openai
+
+// Chunk is a response or stream chunk as the gateway reads it: one walk
+// over its top-level object finds what metering, the usage-chunk filter and
+// the model rewrite need, so a relayed event is walked once instead of once
+// per question. The methods answer exactly as ParseUsage, IsUsageOnlyChunk,
+// AppendContent and AppendWithModel do on the same bytes (those are
+// written in terms of them).
+type Chunk struct {
+	obj []byte
+	// models are the spans of the first top-level "model" values, nModels
+	// how many there are in all; an upstream that repeats the key more
+	// often than models holds is rewritten by a second walk.
+	models  [2]span
+	nModels int
+	// choices and usage are the last top-level members of each name, as
+	// encoding/json would take them.
+	choices, usage span
+	valid          bool // obj is one valid JSON object
+}
+
+// ScanChunk walks obj once. It allocates nothing.
+func ScanChunk(obj []byte) Chunk {
+	c := Chunk{obj: obj}
+	o := topObject(obj)
+	for {
+		m, ok := o.next()
+		if !ok {
+			break
+		}
+		switch {
+		case m.is("model"):
+			if c.nModels < len(c.models) {
+				c.models[c.nModels] = m.span
+			}
+			c.nModels++
+		case m.is("choices"):
+			c.choices = m.span
+		case m.is("usage"):
+			c.usage = m.span
+		}
+	}
+	c.valid = !o.failed()
+	return c
+}
+
+// Valid reports whether the chunk is one valid JSON object: exactly when
+// json.Valid holds and the value is an object.
+func (c *Chunk) Valid() bool { return c.valid }
+
+// Usage is ParseUsage of the chunk.
+func (c *Chunk) Usage() (Usage, bool) {
+	if !c.valid || !c.usage.ok() || c.obj[c.usage.start] != '{' {
+		return Usage{}, false
+	}
+	return usageAt(c.obj, c.usage), true
+}
+
+// UsageOnly is IsUsageOnlyChunk of the chunk.
+func (c *Chunk) UsageOnly() bool {
+	if !c.valid || !c.choices.ok() || !c.usage.ok() || c.obj[c.choices.start] != '[' || c.obj[c.usage.start] != '{' {
+		return false
+	}
+	a := openArray(c.obj, c.choices)
+	_, some := a.next()
+	return !some
+}
+
+// AppendContent is AppendContent of the chunk.
+func (c *Chunk) AppendContent(dst []byte) []byte {
+	if !c.valid || !c.choices.ok() || c.obj[c.choices.start] != '[' {
+		return dst
+	}
+	a := openArray(c.obj, c.choices)
+	for {
+		v, ok := a.next()
+		if !ok {
+			break
+		}
+		delta, message := fields(c.obj, v, "delta", "message")
+		dst = appendMessageText(dst, c.obj, delta)
+		dst = appendMessageText(dst, c.obj, message)
+	}
+	return dst
+}
+
+// AppendWithModel is AppendWithModel of the chunk.
+func (c *Chunk) AppendWithModel(dst []byte, model string) []byte {
+	switch {
+	case !c.valid:
+		return append(dst, c.obj...)
+	case c.nModels > len(c.models):
+		return appendWithModelWalk(dst, c.obj, model)
+	}
+	last := 0
+	for _, v := range c.models[:c.nModels] {
+		dst = append(dst, c.obj[last:v.start]...)
+		dst = appendJSONString(dst, model)
+		last = v.end
+	}
+	return append(dst, c.obj[last:]...)
+}
