@@ -887,8 +887,8 @@ func TestResilienceGarbageStreamFailsOver(t *testing.T) {
 	}
 	env.assertRow(t, id, b.deployment(), 2, "ok", standardCost)
 	deps, _, _ = env.upstreams(t)
-	if d := deps[a.deployment()]; d.Failures != 2 || !strings.Contains(d.LastError, "not JSON") {
-		t.Errorf("a is %+v, want two failures for answers that are not JSON", d)
+	if d := deps[a.deployment()]; d.Failures != 2 || !strings.Contains(d.LastError, "not a JSON object") {
+		t.Errorf("a is %+v, want two failures for answers that are not JSON objects", d)
 	}
 	env.assertNothingLeft(t)
 }

@@ -461,36 +461,45 @@ const maxCountBuffer = 1 << 20
 // written with the first event, so a provider that fails before sending
 // anything still leaves the request free to go to another deployment.
 func (p *Proxy) stream(a *attempt, w http.ResponseWriter, resp *http.Response, x *Exchange) error {
-	rc := http.NewResponseController(w)
 	a.body = resp.Body
 	rd := sse.NewReader(a, p.MaxEvent)
+	out := newRelay(w, x)
+	defer out.close()
 	// A stream may run for minutes, most of it waiting for the provider:
 	// the work buffers come from the pool for one event at a time and go
 	// back before the next wait, so an idle stream holds only what it must
 	// keep (the delivered text and its first event, both sized to fit).
 	var (
-		out, chunk                  *[]byte
+		chunk, scratch              *[]byte
 		text, first                 []byte
 		gotUsage, sawDone, sawError bool
 		counted                     int64
 		readErr                     error
 	)
 	release := func() {
-		if out != nil {
-			putBuf(out)
+		if chunk != nil {
 			putBuf(chunk)
-			out, chunk = nil, nil
+			putBuf(scratch)
+			chunk, scratch = nil, nil
 		}
 	}
 	defer release()
 	for {
 		release()
-		ev, err := rd.Next()
-		if err != nil {
-			readErr = err
-			break
+		ev, ok := rd.Buffered()
+		if !ok {
+			// Everything that has arrived is parsed: it goes out now,
+			// before the wait for more.
+			if !out.flush() {
+				break
+			}
+			var err error
+			if ev, err = rd.Next(); err != nil {
+				readErr = err
+				break
+			}
 		}
-		out, chunk = getBuf(), getBuf()
+		chunk, scratch = getBuf(), getBuf()
 		if sse.IsDone(ev.Data) {
 			sawDone = true
 			break
@@ -535,16 +544,15 @@ func (p *Proxy) stream(a *attempt, w http.ResponseWriter, resp *http.Response, x
 		} else {
 			*chunk = c.AppendWithModel((*chunk)[:0], x.Model.ID)
 			if usageEvent && x.Cost != nil {
-				*out = p.withCost((*out)[:0], *chunk, x)
-				*out, *chunk = *chunk, *out
+				*scratch = p.withCost((*scratch)[:0], *chunk, x)
+				*scratch, *chunk = *chunk, *scratch
 			}
 		}
 		// AppendData re-frames the rewritten data: an upstream may
 		// spread one event's JSON over several data lines.
-		*out = sse.AppendData((*out)[:0], *chunk)
-		if !emit(w, rc, x, *out) {
-			break
-		}
+		f := out.frames()
+		*f = sse.AppendData(*f, *chunk)
+		out.added()
 		if sawError {
 			break
 		}
@@ -575,10 +583,9 @@ func (p *Proxy) stream(a *attempt, w http.ResponseWriter, resp *http.Response, x
 		x.Outcome = OutcomeClientClosed
 		return nil
 	}
-	if out == nil {
-		out, chunk = getBuf(), getBuf()
+	if scratch == nil {
+		chunk, scratch = getBuf(), getBuf()
 	}
-	*out = (*out)[:0]
 	switch {
 	case sawError:
 		a.fail("error event mid-stream")
@@ -587,19 +594,83 @@ func (p *Proxy) stream(a *attempt, w http.ResponseWriter, resp *http.Response, x
 		// The provider broke off mid-stream: say so in band, the way
 		// OpenRouter's clients expect, then end the stream cleanly.
 		code, msg := a.brokenOff(readErr)
-		*chunk = appendStreamError((*chunk)[:0], first, x.Model.ID, "server_error", code, msg)
-		*out = sse.AppendData(*out, *chunk)
+		*scratch = appendStreamError((*scratch)[:0], first, x.Model.ID, "server_error", code, msg)
+		f := out.frames()
+		*f = sse.AppendData(*f, *scratch)
 		x.Outcome = OutcomeUpstreamError
 	default:
 		x.Outcome = OutcomeOK
 	}
-	*out = sse.AppendDone(*out)
-	if _, err := w.Write(*out); err != nil {
+	f := out.frames()
+	*f = sse.AppendDone(*f)
+	if !out.flush() {
 		x.Outcome = OutcomeClientClosed
-		return nil
 	}
-	_ = rc.Flush()
 	return nil
+}
+
+// relay writes a stream's frames to the client. The first event goes out
+// the moment it is added (it commits the response, and its timing is the
+// time to first token); after it, frames gather until flush, which the
+// stream calls before it waits for the provider. So every event is written
+// as soon as it has been read, but a burst of events that arrived in one
+// read costs one write and one flush, as through a plain proxy, instead of
+// one each: a relay that falls behind does not fall further behind by
+// making more system calls.
+type relay struct {
+	w       http.ResponseWriter
+	rc      *http.ResponseController
+	x       *Exchange
+	pending *[]byte // frames not yet written, from the pool; nil when none
+}
+
+func newRelay(w http.ResponseWriter, x *Exchange) *relay {
+	return &relay{w: w, rc: http.NewResponseController(w), x: x}
+}
+
+// frames is the buffer to append the next frames to.
+func (r *relay) frames() *[]byte {
+	if r.pending == nil {
+		r.pending = getBuf()
+	}
+	return r.pending
+}
+
+// added is called after frames were appended: before the stream has
+// started they are written at once.
+func (r *relay) added() {
+	if !r.x.Delivered {
+		r.flush()
+	}
+}
+
+// flush writes and flushes the pending frames, starting the response if
+// it has not started. It reports false once the client is gone (the
+// exchange's outcome then says so).
+func (r *relay) flush() bool {
+	if r.x.Outcome == OutcomeClientClosed {
+		return false
+	}
+	if r.pending == nil {
+		return true
+	}
+	if len(*r.pending) == 0 {
+		// Events that produced no frames start nothing.
+		r.close()
+		return true
+	}
+	ok := emit(r.w, r.rc, r.x, *r.pending)
+	putBuf(r.pending)
+	r.pending = nil
+	return ok
+}
+
+// close gives back a buffer that was never flushed.
+func (r *relay) close() {
+	if r.pending != nil {
+		putBuf(r.pending)
+		r.pending = nil
+	}
 }
 
 // undelivered is the answer to a stream that ended before its first event

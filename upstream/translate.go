@@ -65,36 +65,37 @@ func (p *Proxy) anthropicSingle(a *attempt, w http.ResponseWriter, resp *http.Re
 // has only message_start's figures, which do not cover the output, so its
 // completion is counted over the text the client received instead.
 func (p *Proxy) anthropicStream(a *attempt, w http.ResponseWriter, resp *http.Response, x *Exchange) error {
-	rc := http.NewResponseController(w)
 	a.body = resp.Body
 	rd := sse.NewReader(a, p.MaxEvent)
 	st := anthropic.NewStream(x.Model.ID, time.Now())
-	// As in stream: a work buffer per event, back in the pool before the
-	// next wait; the delivered text is kept at its own size.
+	// As in stream: frames gather in the relay until the reader would
+	// wait, and the delivered text is kept at its own size.
+	out := newRelay(w, x)
+	defer out.close()
 	var (
-		out         *[]byte
 		text        []byte
 		counted     int64
 		readErr     error
 		failedEmpty bool
 	)
-	release := func() {
-		if out != nil {
-			putBuf(out)
-			out = nil
-		}
-	}
-	defer release()
 	for !st.Done() {
-		release()
-		ev, err := rd.Next()
-		if err != nil {
-			readErr = err
-			break
+		ev, ok := rd.Buffered()
+		if !ok {
+			if !out.flush() {
+				break
+			}
+			var err error
+			if ev, err = rd.Next(); err != nil {
+				readErr = err
+				break
+			}
 		}
-		out = getBuf()
-		*out, err = st.Event((*out)[:0], ev.Name, ev.Data)
+		f := out.frames()
+		before := len(*f)
+		var err error
+		*f, err = st.Event(*f, ev.Name, ev.Data)
 		if err != nil {
+			*f = (*f)[:before]
 			readErr = err
 			break
 		}
@@ -108,18 +109,17 @@ func (p *Proxy) anthropicStream(a *attempt, w http.ResponseWriter, resp *http.Re
 			}
 			failedEmpty = true
 		}
-		if len(*out) == 0 {
+		frames := (*f)[before:]
+		if len(frames) == 0 {
 			continue
 		}
 		a.firstByte()
-		text = appendFramesContent(text, *out)
+		text = appendFramesContent(text, frames)
 		if len(text) > maxCountBuffer {
 			counted += int64(p.Tokens.Count(x.Model.ID, text))
 			text = text[:0]
 		}
-		if !emit(w, rc, x, *out) {
-			break
-		}
+		out.added()
 	}
 	usage, gotUsage := st.Usage()
 	switch {
@@ -149,13 +149,10 @@ func (p *Proxy) anthropicStream(a *attempt, w http.ResponseWriter, resp *http.Re
 		x.Outcome = OutcomeClientClosed
 		return nil
 	}
-	if out == nil {
-		out = getBuf()
-	}
 	chunk, scratch := getBuf(), getBuf()
 	defer putBuf(chunk)
 	defer putBuf(scratch)
-	*out = (*out)[:0]
+	f := out.frames()
 	switch {
 	case st.Failed():
 		// The translator already sent the provider's error in band.
@@ -176,7 +173,7 @@ func (p *Proxy) anthropicStream(a *attempt, w http.ResponseWriter, resp *http.Re
 		m, _ := json.Marshal(msg)
 		*chunk = append(*chunk, m...)
 		*chunk = append(*chunk, "}}"...)
-		*out, _ = st.Event(*out, "error", *chunk)
+		*f, _ = st.Event(*f, "error", *chunk)
 		x.Outcome = OutcomeUpstreamError
 	default:
 		if x.Request.IncludeUsage {
@@ -185,16 +182,14 @@ func (p *Proxy) anthropicStream(a *attempt, w http.ResponseWriter, resp *http.Re
 				*scratch = p.withCost((*scratch)[:0], *chunk, x)
 				*scratch, *chunk = *chunk, *scratch
 			}
-			*out = sse.AppendData(*out, *chunk)
+			*f = sse.AppendData(*f, *chunk)
 		}
 		x.Outcome = OutcomeOK
 	}
-	*out = sse.AppendDone(*out)
-	if _, err := w.Write(*out); err != nil {
+	*f = sse.AppendDone(*f)
+	if !out.flush() {
 		x.Outcome = OutcomeClientClosed
-		return nil
 	}
-	_ = rc.Flush()
 	return nil
 }
 

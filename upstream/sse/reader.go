@@ -149,6 +149,29 @@ func NewReader(src io.Reader, maxEvent int) *Reader {
 // error is returned wrapped. Once Next has returned an error it returns the
 // same error on every later call.
 func (r *Reader) Next() (Event, error) {
+	return r.next(true)
+}
+
+// Buffered returns the next event if the bytes already read complete it,
+// without reading from the source; ok is false when they do not, and Next
+// would have to read (or report the stream's end or error). A relay uses it
+// to write the events that arrived together in one go, and to flush before
+// it waits. The event is valid until the next call to Next or Buffered.
+func (r *Reader) Buffered() (ev Event, ok bool) {
+	if r.err != nil || !r.started {
+		return Event{}, false
+	}
+	ev, err := r.next(false)
+	return ev, err == nil
+}
+
+// errWouldRead is next's answer, without read, when the buffered bytes
+// hold no complete event.
+var errWouldRead = errors.New("sse: no complete event buffered")
+
+// next is Next; without read it parses only what is buffered and returns
+// errWouldRead, leaving the parser where it stopped, rather than read.
+func (r *Reader) next(read bool) (Event, error) {
 	if r.err != nil {
 		return Event{}, r.err
 	}
@@ -161,6 +184,9 @@ func (r *Reader) Next() (Event, error) {
 	}
 	for {
 		if r.r == r.w {
+			if !read {
+				return Event{}, errWouldRead
+			}
 			if r.rerr != nil {
 				return Event{}, r.finish()
 			}

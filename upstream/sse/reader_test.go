@@ -716,3 +716,50 @@ func repeat(s string, n int) []string {
 	}
 	return out
 }
+
+// TestReaderBuffered checks that Buffered hands out exactly the events the
+// bytes already read complete, never reads, and leaves a partial event for
+// Next to finish.
+func TestReaderBuffered(t *testing.T) {
+	src := &chunkedSource{chunks: []string{
+		"data: a\n\ndata: b\r\n\r\n: ping\n\ndata: c\ndata: c2",
+		"\n\n",
+		": only a comment\n\n",
+		"data: d\n\n",
+	}}
+	r := NewReader(src, 0)
+	if _, ok := r.Buffered(); ok {
+		t.Fatal("Buffered before the first read returned an event")
+	}
+	next := func(want string) {
+		t.Helper()
+		ev, err := r.Next()
+		if err != nil || string(ev.Data) != want {
+			t.Fatalf("Next = %q, %v; want %q", ev.Data, err, want)
+		}
+	}
+	buffered := func(want string, wantOK bool) {
+		t.Helper()
+		reads := len(src.chunks)
+		ev, ok := r.Buffered()
+		if ok != wantOK || string(ev.Data) != want {
+			t.Fatalf("Buffered = %q, %v; want %q, %v", ev.Data, ok, want, wantOK)
+		}
+		if len(src.chunks) != reads {
+			t.Fatal("Buffered read from the source")
+		}
+	}
+	next("a")
+	buffered("b", true)
+	buffered("", false) // a comment, then half of c
+	next("c\nc2")
+	buffered("", false) // nothing buffered
+	next("d")           // the comment-only block dispatches nothing
+	buffered("", false)
+	if _, err := r.Next(); err != io.EOF {
+		t.Fatalf("at the end Next = %v, want EOF", err)
+	}
+	if _, ok := r.Buffered(); ok {
+		t.Fatal("Buffered after the end returned an event")
+	}
+}
