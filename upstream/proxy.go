@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/arcaneapi/caddy-arcane/upstream/anthropic"
@@ -199,6 +200,15 @@ func (p *Proxy) send(a *attempt, x *Exchange, body []byte) (*http.Response, erro
 		}
 		if cause := a.timedOut(); cause != nil {
 			return nil, a.timeoutError(cause)
+		}
+		if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+			// The gateway is out of file descriptors: its own trouble, not
+			// the provider's. Opening the provider's circuit would turn an
+			// overload into an outage for every client; failing over would
+			// only fail again.
+			a.verdict = verdictNone
+			return nil, &Error{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "gateway_overloaded", RetryAfter: "1",
+				Message: "The gateway has too many connections open. Retry with backoff.", Err: err}
 		}
 		a.fail(err.Error())
 		return nil, &Error{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "upstream_unavailable",

@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -336,5 +339,39 @@ func TestForwardNeverEchoesTheProviderKey(t *testing.T) {
 	}
 	if want := "Key [REDACTED] cannot use public with x"; ue.Message != want {
 		t.Fatalf("message %q, want %q", ue.Message, want)
+	}
+}
+
+// TestForwardOutOfFilesIsNotTheProvidersFault checks that a gateway out of
+// file descriptors answers 503 without blaming the deployment: six such
+// requests in a row leave its circuit closed and its failures at zero.
+func TestForwardOutOfFilesIsNotTheProvidersFault(t *testing.T) {
+	emfile := &http.Client{Transport: &http.Transport{DialContext: func(context.Context, string, string) (net.Conn, error) {
+		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("socket", syscall.EMFILE)}
+	}}}
+	p, err := NewProvider("up", TypeOpenAI, "http://127.0.0.1:1/v1", "sk-provider", emfile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := NewCatalog([]*Model{{ID: "public", Deployments: []*Deployment{{Provider: p, Model: "private-2025"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := c.Lookup("public")
+	req, err := openai.ScanRequest([]byte(plainBody))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 6 {
+		x := &Exchange{Body: []byte(plainBody), Request: &req, Model: m, Header: http.Header{}}
+		err := (&Proxy{Tokens: testCounter}).Forward(context.Background(), httptest.NewRecorder(), x)
+		var ue *Error
+		if !errors.As(err, &ue) || ue.Status != http.StatusServiceUnavailable || ue.Code != "gateway_overloaded" || x.Attempts != 1 {
+			t.Fatalf("err = %v (attempts %d), want one attempt and 503 gateway_overloaded", err, x.Attempts)
+		}
+	}
+	s := m.Deployments[0].Health.Snapshot(time.Now())
+	if s.State != StateClosed || s.Failures != 0 || s.ConsecutiveFailures != 0 {
+		t.Fatalf("health %+v, want a closed circuit and no failure", s)
 	}
 }

@@ -618,7 +618,32 @@ func FuzzReader(f *testing.F) {
 				t.Fatalf("split reads gave %v, %v; one read gave %v, %v", split, splitErr, whole, wholeErr)
 			}
 		}
+		// A relay asks Buffered first and calls Next only when it says
+		// no: the events are the same.
+		relayed, relayedErr := readBuffered(t, NewReader(bytes.NewReader(in), maxEvent), limit)
+		if fmt.Sprint(relayed) != fmt.Sprint(whole) || relayedErr.Error() != wholeErr.Error() {
+			t.Fatalf("Buffered then Next gave %v, %v; Next alone gave %v, %v", relayed, relayedErr, whole, wholeErr)
+		}
 	})
+}
+
+// readBuffered reads events as the relay does: Buffered while it has one,
+// Next when it has not.
+func readBuffered(t *testing.T, r *Reader, limit int) ([]ev, error) {
+	t.Helper()
+	var got []ev
+	for range limit {
+		e, ok := r.Buffered()
+		if !ok {
+			var err error
+			if e, err = r.Next(); err != nil {
+				return got, err
+			}
+		}
+		got = append(got, ev{e.Name, string(e.Data), e.ID, e.Retry})
+	}
+	t.Fatalf("more than %d events", limit)
+	return nil, nil
 }
 
 func FuzzRoundTrip(f *testing.F) {
