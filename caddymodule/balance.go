@@ -139,7 +139,7 @@ func (h *Balance) settle(w http.ResponseWriter, r *http.Request, c *call, panick
 	if panicked {
 		c.Status, c.Outcome = http.StatusInternalServerError, "gateway_error"
 	}
-	if extra, ok := r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok {
+	if extra := accessLogFields(r); extra != nil {
 		extra.Add(zap.String("arcane_cost", e.Cost().String()))
 	}
 	if err != nil {

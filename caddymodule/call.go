@@ -71,7 +71,7 @@ func (c *call) refuse(w http.ResponseWriter, r *http.Request, e apiError, outcom
 func newCall(w http.ResponseWriter, r *http.Request, p *billing.Principal, start time.Time) *call {
 	c := &call{ID: newRequestID(), Principal: p, Start: start}
 	w.Header().Set("X-Request-Id", c.ID)
-	if extra, ok := r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok {
+	if extra := accessLogFields(r); extra != nil {
 		extra.Add(zap.String("arcane_request_id", c.ID))
 	}
 	caddyhttp.SetVar(r.Context(), callVar, c)

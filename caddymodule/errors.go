@@ -3,7 +3,6 @@ package caddymodule
 import (
 	"net/http"
 
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
 	"github.com/arcaneapi/caddy-arcane/upstream/openai"
@@ -27,7 +26,7 @@ var (
 // writeError sends e and records its code in the access log line, so
 // refusals stay visible in logs and metrics.
 func writeError(w http.ResponseWriter, r *http.Request, e apiError) {
-	if extra, ok := r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok {
+	if extra := accessLogFields(r); extra != nil {
 		code := e.Code
 		if code == "" {
 			code = e.Type

@@ -117,8 +117,8 @@ func (h *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Ha
 // logExchange puts what the proxy did on the request's access log line,
 // beside Caddy's own fields (user_id is the account, from arcane_auth).
 func logExchange(r *http.Request, c *call) {
-	extra, ok := r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields)
-	if !ok {
+	extra := accessLogFields(r)
+	if extra == nil {
 		return
 	}
 	x := c.Exchange
@@ -141,6 +141,17 @@ func logExchange(r *http.Request, c *call) {
 		extra.Add(zap.Int64("arcane_completion_tokens", x.Usage.CompletionTokens))
 		extra.Add(zap.Int64("arcane_reasoning_tokens", x.Usage.ReasoningTokens))
 	}
+}
+
+// accessLogFields returns the fields Caddy adds to r's access log line,
+// or nil when the server keeps no access log: then nobody reads them, and
+// formatting them would cost every request a dozen appends for nothing.
+func accessLogFields(r *http.Request) *caddyhttp.ExtraLogFields {
+	if srv, ok := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server); ok && srv.Logs == nil {
+		return nil
+	}
+	extra, _ := r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields)
+	return extra
 }
 
 func deploymentName(x *upstream.Exchange) string {
