@@ -7,6 +7,9 @@
 #   make lint    gofmt, go vet, staticcheck
 #   make bench   the load benchmark: direct mock vs stock Caddy vs arcane
 #                (BENCHFLAGS=-quick for a ~1 min smoke run)
+#   make soak    arcane for 10 minutes at half its measured maximum rate:
+#                memory and goroutines flat, no error, the books consistent
+#                (SOAKFLAGS='-soak-duration 1m' for a short one)
 #   make microbench  the Go benchmarks
 
 GO            ?= go
@@ -20,7 +23,7 @@ CADDY          = bin/caddy
 PORT          ?= 8080
 ADMIN         ?= localhost:2019
 
-.PHONY: build run test race lint bench microbench fuzz clean
+.PHONY: build run test race lint bench soak microbench fuzz clean
 
 build: $(XCADDY)
 	$(XCADDY) build $$($(GO) run ./cmd/xcaddyargs xcaddy.json) --output $(CADDY)
@@ -61,6 +64,16 @@ bench:
 	$(GO) build -o bin/caddy-bench ./cmd/caddy
 	$(GO) build -o bin/bench ./cmd/bench
 	bin/bench -caddy bin/caddy-bench $(BENCHFLAGS)
+
+# The soak, issue 9's last target: the benchmark's environment and Caddy,
+# arcane alone at half the maximum rate it measures, for 10 minutes, then
+# PASS or FAIL per criterion (exit status 1 on a FAIL). SOAKFLAGS passes
+# flags, e.g. make soak SOAKFLAGS='-soak-duration 1m -json soak.json'.
+SOAKFLAGS ?=
+soak:
+	$(GO) build -o bin/caddy-bench ./cmd/caddy
+	$(GO) build -o bin/bench ./cmd/bench
+	bin/bench -caddy bin/caddy-bench -soak $(SOAKFLAGS)
 
 microbench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...

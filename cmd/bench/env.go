@@ -100,9 +100,10 @@ func newEnvironment(ctx context.Context, o *options, pin pinning) (*environment,
 
 // caddyServer is one Caddy the run started, and the arcane key made in it.
 type caddyServer struct {
-	proc   *process
-	params caddyfileParams
-	key    string
+	proc    *process
+	params  caddyfileParams
+	key     string
+	account string // the id of the key's account
 }
 
 // startCaddy starts a Caddy of its own ports, storage and data folders,
@@ -341,7 +342,7 @@ func (e *environment) waitAdmin(ctx context.Context, c *caddyServer) error {
 }
 
 // makeKey creates an account with a large balance and a key for it through
-// a Caddy's admin API, and returns the key.
+// a Caddy's admin API, notes the account's id in c, and returns the key.
 func (e *environment) makeKey(ctx context.Context, c *caddyServer) (string, error) {
 	var acct struct {
 		ID string `json:"id"`
@@ -349,6 +350,7 @@ func (e *environment) makeKey(ctx context.Context, c *caddyServer) (string, erro
 	if err := e.admin(ctx, c, "/arcane/accounts", `{"name":"bench","balance":"1000000"}`, &acct); err != nil {
 		return "", err
 	}
+	c.account = acct.ID
 	var key struct {
 		Key string `json:"key"`
 	}

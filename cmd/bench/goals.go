@@ -307,11 +307,11 @@ func goalSettle(s *settleResult) goal {
 	return g
 }
 
-// goalSoak: the 10-minute soak is a run of its own, never part of this
-// benchmark.
+// goalSoak: the 10-minute soak is a run of its own (make soak, bench
+// -soak), never part of this benchmark.
 func goalSoak() goal {
 	return goal{Name: "soak (10 min at half max rate)", Target: "RSS and goroutines flat (10%), 0 errors, audit consistent",
-		Result: resultNotMeasured, Note: "a separate 10-minute run, not part of make bench"}
+		Result: resultNotMeasured, Note: "a separate 10-minute run: make soak"}
 }
 
 // targets3 returns a scenario's arcane, caddy and direct results, each nil

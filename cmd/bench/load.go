@@ -168,7 +168,8 @@ func (b *bencher) measure(ctx context.Context, sc scenario, o *options) (*scenar
 }
 
 // profile runs one more window on a Caddy target while fetching a CPU
-// profile of Caddy from its admin endpoint, and saves it.
+// profile of Caddy from its admin endpoint, and saves it, with allocation
+// profiles from before and after the window.
 func (b *bencher) profile(ctx context.Context, sc scenario, t target, d time.Duration, dir string) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
@@ -182,6 +183,14 @@ func (b *bencher) profile(ctx context.Context, sc scenario, t target, d time.Dur
 	type result struct {
 		data []byte
 		err  error
+	}
+	// The allocation profile counts from Caddy's start: taken before and
+	// after the window, the second read with -diff_base the first shows
+	// the window's allocations.
+	admin := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/allocs", b.env.caddy.params.Admin)
+	base := filepath.Join(dir, sc.Name+"-"+t.name+"-allocs-before.pprof")
+	if err := b.fetchTo(ctx, admin, base); err != nil {
+		return "", fmt.Errorf("profiling caddy's allocations: %w", err)
 	}
 	got := make(chan result, 1)
 	go func() {
@@ -201,6 +210,9 @@ func (b *bencher) profile(ctx context.Context, sc scenario, t target, d time.Dur
 	r := <-got
 	if r.err != nil {
 		return "", fmt.Errorf("profiling caddy: %w", r.err)
+	}
+	if err := b.fetchTo(ctx, admin, filepath.Join(dir, sc.Name+"-"+t.name+"-allocs.pprof")); err != nil {
+		return "", fmt.Errorf("profiling caddy's allocations: %w", err)
 	}
 	path := filepath.Join(dir, sc.Name+"-"+t.name+".pprof")
 	return path, os.WriteFile(path, r.data, 0o644)
@@ -382,29 +394,21 @@ func (b *bencher) closedLoop(ctx context.Context, sc scenario, t target, start t
 // in whole milliseconds, so smaller delays are the clock, not a slip.)
 func (b *bencher) openLoop(ctx context.Context, sc scenario, t target, start time.Time, d time.Duration) *window {
 	w := &window{Seconds: d.Seconds()}
-	interval := time.Duration(float64(time.Second) / sc.Rate)
-	n := max(1, int(d/interval))
+	sched := newSchedule(start, sc.Rate)
+	defer sched.stop()
+	n := max(1, int(d/sched.interval))
 	var (
 		mu   sync.Mutex
 		wg   sync.WaitGroup
 		pool = sync.Pool{New: func() any { return newBuffers() }}
 	)
-	timer := time.NewTimer(time.Hour)
-	defer timer.Stop()
-schedule:
 	for i := range n {
-		slot := start.Add(time.Duration(i) * interval)
-		if wait := time.Until(slot); wait > 0 {
-			timer.Reset(wait)
-			select {
-			case <-timer.C:
-			case <-ctx.Done():
-				break schedule
-			}
+		late, ok := sched.wait(ctx, i)
+		if !ok {
+			break
 		}
-		late := time.Since(slot)
 		w.Scheduled++
-		if late >= interval {
+		if late >= sched.interval {
 			w.Late++
 		}
 		w.MaxLateMs = max(w.MaxLateMs, ms(late))
@@ -426,6 +430,38 @@ schedule:
 	w.TailSeconds = max(0, time.Since(start.Add(d)).Seconds())
 	return w
 }
+
+// schedule is an open loop's timetable: slot i is due at start +
+// i*interval, fixed in advance, so a late start does not shift the ones
+// after it.
+type schedule struct {
+	start    time.Time
+	interval time.Duration
+	timer    *time.Timer
+}
+
+// newSchedule returns the timetable of rate slots a second from start.
+// Its timer needs stop.
+func newSchedule(start time.Time, rate float64) *schedule {
+	return &schedule{start: start, interval: time.Duration(float64(time.Second) / rate), timer: time.NewTimer(time.Hour)}
+}
+
+// wait sleeps until slot i is due, unless it is already, and returns how
+// late the slot starts; false when ctx ended first.
+func (s *schedule) wait(ctx context.Context, i int) (late time.Duration, ok bool) {
+	slot := s.start.Add(time.Duration(i) * s.interval)
+	if wait := time.Until(slot); wait > 0 {
+		s.timer.Reset(wait)
+		select {
+		case <-s.timer.C:
+		case <-ctx.Done():
+			return 0, false
+		}
+	}
+	return time.Since(slot), true
+}
+
+func (s *schedule) stop() { s.timer.Stop() }
 
 func (b *bencher) newRequest(ctx context.Context, t target, body []byte) *http.Request {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, t.url, bytes.NewReader(body))

@@ -36,6 +36,14 @@
 // It exits 0 when every target answered with at most 1% errors, whatever
 // the targets table says (it is a benchmark, not a test), 1 when one did
 // not, 2 when the setup failed, and 130 when interrupted.
+//
+// With -soak (make soak) it runs issue 9's soak instead, in the same
+// environment: arcane's maximum non-stream rate measured as above, then
+// arcane alone at half that rate, open loop, for -soak-duration (10
+// minutes), non-stream requests and one in 200 a paced stream, Caddy's
+// memory and goroutines read every few seconds; then the audit and the
+// books through the admin API. It prints a time series and PASS or FAIL
+// per criterion (see soak.go), and exits 1 when one fails.
 package main
 
 import (
@@ -69,6 +77,9 @@ type options struct {
 	noPin             bool
 	caddyIdleConns    int
 	profileDir        string
+	soak              bool
+	soakDuration      time.Duration
+	soakRate          float64
 
 	// The hidden mock mode.
 	serveMock bool
@@ -96,6 +107,10 @@ func parseFlags(args []string) (*options, error) {
 	fs.BoolVar(&o.noPin, "no-pin", false, "do not pin processes to CPUs with taskset")
 	fs.StringVar(&o.profileDir, "profile", "",
 		"after the rounds, profile Caddy's CPU for one extra window per scenario of caddy and arcane (not counted), into this directory")
+	fs.BoolVar(&o.soak, "soak", false,
+		"run the soak instead of the benchmark: arcane at half its measured maximum rate for -soak-duration, then check memory, goroutines, errors and the books")
+	fs.DurationVar(&o.soakDuration, "soak-duration", 10*time.Minute, "length of the soak's load (at least 30s)")
+	fs.Float64Var(&o.soakRate, "soak-rate", 0, "the soak's requests per second (0: half the measured maximum)")
 	fs.IntVar(&o.caddyIdleConns, "caddy-idle-conns", 0,
 		"keepalive_idle_conns_per_host for the stock reverse_proxy sites (0: Caddy's default, 32)")
 
@@ -117,6 +132,9 @@ func parseFlags(args []string) (*options, error) {
 		!(o.rate > 0) || !(o.streamRate > 0) || o.caddyIdleConns < 0 || o.slowStreams < 0 || o.slowHold <= 0 {
 		return nil, errors.New("-rounds, -duration, -open-duration, -concurrency, -stream-concurrency, -rate, -stream-rate and -slow-hold must be positive, -warmup, -caddy-idle-conns and -slow-streams not negative")
 	}
+	if o.soak && (o.soakDuration < soakMinDuration || o.soakRate < 0) {
+		return nil, fmt.Errorf("-soak-duration must be at least %s, -soak-rate not negative", soakMinDuration)
+	}
 	return o, nil
 }
 
@@ -124,6 +142,7 @@ func parseFlags(args []string) (*options, error) {
 const (
 	exitOK          = 0
 	exitTooManyErrs = 1
+	exitSoakFailed  = 1 // -soak: a criterion failed
 	exitSetup       = 2
 	exitInterrupted = 130
 )
@@ -181,6 +200,9 @@ func run(ctx context.Context, o *options, pin pinning) (code int) {
 			env.dumpLogs(os.Stderr)
 		}
 		return exitSetup
+	}
+	if o.soak {
+		return runSoak(ctx, o, pin, env, began)
 	}
 	setup := time.Since(began)
 

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -94,7 +95,7 @@ func (b *bencher) measureSlow(ctx context.Context, o *options, fileLimit syscall
 	}
 	e := b.env
 	direct := target{name: targetDirect, url: "http://" + e.mockSlow.addr + chatPath, pid: e.mockSlow.pid()}
-	res.Targets = append(res.Targets, b.slowStreams(ctx, direct, n, slowRamp(o), o.slowHold))
+	res.Targets = append(res.Targets, b.slowStreams(ctx, direct, n, slowRamp(o), o.slowHold, nil))
 	for _, name := range []string{targetCaddy, targetArcane} {
 		c, err := e.startCaddy(ctx, "caddy-slow-"+name)
 		if err != nil {
@@ -105,7 +106,11 @@ func (b *bencher) measureSlow(ctx context.Context, o *options, fileLimit syscall
 			t = target{name: targetArcane, url: "http://127.0.0.1:" + strconv.Itoa(c.params.Arcane) + chatPath,
 				auth: "Bearer " + c.key, pid: c.proc.pid()}
 		}
-		st := b.slowStreams(ctx, t, n, slowRamp(o), o.slowHold)
+		var atPeak func()
+		if o.profileDir != "" {
+			atPeak = func() { b.saveMemoryProfiles(ctx, c, o.profileDir, "slow-"+name) }
+		}
+		st := b.slowStreams(ctx, t, n, slowRamp(o), o.slowHold, atPeak)
 		e.stop(c.proc)
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
@@ -118,8 +123,9 @@ func (b *bencher) measureSlow(ctx context.Context, o *options, fileLimit syscall
 // slowStreams opens n streams to a target, evenly over ramp, holds them
 // for hold after that, watching the server's memory, then closes them
 // all. A stream that fails, ends, or has not opened before the hold ends
-// is an error.
-func (b *bencher) slowStreams(ctx context.Context, t target, n int, ramp, hold time.Duration) *slowTarget {
+// is an error. atPeak, when not nil, runs once the hold ends, while every
+// stream is still open.
+func (b *bencher) slowStreams(ctx context.Context, t target, n int, ramp, hold time.Duration, atPeak func()) *slowTarget {
 	st := &slowTarget{Target: t.name, RSSBeforeKiB: -1, RSSPeakKiB: -1, KiBPerStream: -1}
 	rss0, rssErr := rssKiB(t.pid)
 	holdCtx, cancel := context.WithCancel(ctx)
@@ -167,6 +173,9 @@ func (b *bencher) slowStreams(ctx context.Context, t target, n int, ramp, hold t
 	}
 	tick.Stop()
 	st.OpenAtEnd = int(open.Load())
+	if atPeak != nil {
+		atPeak()
+	}
 	cancel()
 	wg.Wait()
 	st.Opened = int(opened.Load())
@@ -292,4 +301,50 @@ func fmtKiB(kib float64) string {
 		return "n/a"
 	}
 	return fmt.Sprintf("%.1f KiB", kib)
+}
+
+// saveMemoryProfiles saves a Caddy's expvars (memstats), goroutine dump
+// (debug=1: stacks grouped, with counts), live heap profile (after a
+// collection) and expvars again into dir as name-vars.json,
+// name-goroutines.txt, name-heap.pprof and name-vars-after-gc.json.
+func (b *bencher) saveMemoryProfiles(ctx context.Context, c *caddyServer, dir, name string) {
+	for _, p := range []struct{ path, file string }{
+		{"/debug/vars", name + "-vars.json"},
+		{"/debug/pprof/goroutine?debug=1", name + "-goroutines.txt"},
+		// gc=1: the live heap, not the heap as of the last collection.
+		{"/debug/pprof/heap?gc=1", name + "-heap.pprof"},
+		{"/debug/vars", name + "-vars-after-gc.json"},
+	} {
+		if err := b.fetchTo(ctx, fmt.Sprintf("http://127.0.0.1:%d%s", c.params.Admin, p.path), filepath.Join(dir, p.file)); err != nil {
+			fmt.Fprintf(os.Stderr, "bench: saving %s: %v\n", p.file, err)
+		}
+	}
+}
+
+// fetchTo saves what a GET of url answers into the file path.
+func (b *bencher) fetchTo(ctx context.Context, url, path string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := b.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
