@@ -36,20 +36,8 @@ func (w *discardWriter) WriteHeader(int)             {}
 func (w *discardWriter) Flush()                      {}
 
 func benchProxy(b *testing.B, body string, upstream []byte, contentType string) (*Proxy, *Model, openai.Request) {
-	p, err := NewProvider("up", TypeOpenAI, "http://up.invalid/v1", "sk", &http.Client{Transport: replayTransport{upstream, contentType}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	c, err := NewCatalog([]*Model{{ID: "public", Deployments: []*Deployment{{Provider: p, Model: "private-2025"}}}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	m, _ := c.Lookup("public")
-	req, err := openai.ScanRequest([]byte(body))
-	if err != nil {
-		b.Fatal(err)
-	}
-	return &Proxy{Tokens: testCounter}, m, req
+	x := testExchange(b, body, "http://up.invalid/v1", &http.Client{Transport: replayTransport{upstream, contentType}})
+	return &Proxy{Tokens: testCounter}, x.Model, *x.Request
 }
 
 // BenchmarkForwardStreamPerEvent meters a 200-event stream through the

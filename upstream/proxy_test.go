@@ -25,7 +25,18 @@ func exchangeFor(t *testing.T, body string, handler http.HandlerFunc) (*Exchange
 	t.Helper()
 	srv := httptest.NewServer(handler)
 	t.Cleanup(srv.Close)
-	p, err := NewProvider("up", TypeOpenAI, srv.URL+"/v1", "sk-provider", srv.Client())
+	x := testExchange(t, body, srv.URL+"/v1", srv.Client())
+	x.Header = http.Header{"Cookie": {"secret"}}
+	w := httptest.NewRecorder()
+	err := (&Proxy{Tokens: testCounter}).Forward(context.Background(), w, x)
+	return x, w, err
+}
+
+// testExchange is an exchange of body for the model "public", whose only
+// deployment is "private-2025" at baseURL, reached through client.
+func testExchange(t testing.TB, body, baseURL string, client *http.Client) *Exchange {
+	t.Helper()
+	p, err := NewProvider("up", TypeOpenAI, baseURL, "sk-provider", client)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,10 +49,7 @@ func exchangeFor(t *testing.T, body string, handler http.HandlerFunc) (*Exchange
 	if err != nil {
 		t.Fatal(err)
 	}
-	x := &Exchange{Body: []byte(body), Request: &req, Model: m, Header: http.Header{"Cookie": {"secret"}}}
-	w := httptest.NewRecorder()
-	err = (&Proxy{Tokens: testCounter}).Forward(context.Background(), w, x)
-	return x, w, err
+	return &Exchange{Body: []byte(body), Request: &req, Model: m, Header: http.Header{}}
 }
 
 const (
@@ -349,21 +357,13 @@ func TestForwardOutOfFilesIsNotTheProvidersFault(t *testing.T) {
 	emfile := &http.Client{Transport: &http.Transport{DialContext: func(context.Context, string, string) (net.Conn, error) {
 		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("socket", syscall.EMFILE)}
 	}}}
-	p, err := NewProvider("up", TypeOpenAI, "http://127.0.0.1:1/v1", "sk-provider", emfile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := NewCatalog([]*Model{{ID: "public", Deployments: []*Deployment{{Provider: p, Model: "private-2025"}}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, _ := c.Lookup("public")
-	req, err := openai.ScanRequest([]byte(plainBody))
-	if err != nil {
-		t.Fatal(err)
-	}
+	var m *Model
 	for range 6 {
-		x := &Exchange{Body: []byte(plainBody), Request: &req, Model: m, Header: http.Header{}}
+		x := testExchange(t, plainBody, "http://127.0.0.1:1/v1", emfile)
+		if m != nil {
+			x.Model = m // one deployment, one health, across the requests
+		}
+		m = x.Model
 		err := (&Proxy{Tokens: testCounter}).Forward(context.Background(), httptest.NewRecorder(), x)
 		var ue *Error
 		if !errors.As(err, &ue) || ue.Status != http.StatusServiceUnavailable || ue.Code != "gateway_overloaded" || x.Attempts != 1 {

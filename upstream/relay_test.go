@@ -8,8 +8,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/arcaneapi/caddy-arcane/upstream/openai"
 )
 
 // flushLog is a ResponseWriter that hands over what was written at each
@@ -46,20 +44,7 @@ func (p pipeTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 // waits for more, even with half an event read.
 func TestRelayWritesBurstsOnceAndNeverWaits(t *testing.T) {
 	pr, pw := io.Pipe()
-	p, err := NewProvider("up", TypeOpenAI, "http://upstream.invalid/v1", "sk-provider", &http.Client{Transport: pipeTransport{pr}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := NewCatalog([]*Model{{ID: "public", Deployments: []*Deployment{{Provider: p, Model: "private-2025"}}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, _ := c.Lookup("public")
-	req, err := openai.ScanRequest([]byte(streamBody))
-	if err != nil {
-		t.Fatal(err)
-	}
-	x := &Exchange{Body: []byte(streamBody), Request: &req, Model: m, Header: http.Header{}}
+	x := testExchange(t, streamBody, "http://upstream.invalid/v1", &http.Client{Transport: pipeTransport{pr}})
 	w := &flushLog{header: http.Header{}, flushes: make(chan string, 16)}
 	done := make(chan error, 1)
 	go func() { done <- (&Proxy{Tokens: testCounter}).Forward(context.Background(), w, x) }()
