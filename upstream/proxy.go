@@ -496,18 +496,12 @@ func (p *Proxy) stream(a *attempt, w http.ResponseWriter, resp *http.Response, x
 	defer release()
 	for {
 		release()
-		ev, ok := rd.Buffered()
-		if !ok {
-			// Everything that has arrived is parsed: it goes out now,
-			// before the wait for more.
-			if !out.flush() {
-				break
-			}
-			var err error
-			if ev, err = rd.Next(); err != nil {
+		ev, err := out.next(rd)
+		if err != nil {
+			if err != errClientGone {
 				readErr = err
-				break
 			}
+			break
 		}
 		chunk, scratch = getBuf(), getBuf()
 		if sse.IsDone(ev.Data) {
@@ -673,6 +667,23 @@ func (r *relay) flush() bool {
 	putBuf(r.pending)
 	r.pending = nil
 	return ok
+}
+
+// errClientGone is next's answer when the client left: not a read error.
+var errClientGone = errors.New("the client is gone")
+
+// next returns the stream's next event: one already read if there is one;
+// otherwise it flushes what is pending (everything that has arrived goes
+// out before the wait for more) and reads. It returns errClientGone when
+// the flush finds the client gone, and the reader's error otherwise.
+func (r *relay) next(rd *sse.Reader) (sse.Event, error) {
+	if ev, ok := rd.Buffered(); ok {
+		return ev, nil
+	}
+	if !r.flush() {
+		return sse.Event{}, errClientGone
+	}
+	return rd.Next()
 }
 
 // close gives back a buffer that was never flushed.

@@ -79,20 +79,15 @@ func (p *Proxy) anthropicStream(a *attempt, w http.ResponseWriter, resp *http.Re
 		failedEmpty bool
 	)
 	for !st.Done() {
-		ev, ok := rd.Buffered()
-		if !ok {
-			if !out.flush() {
-				break
-			}
-			var err error
-			if ev, err = rd.Next(); err != nil {
+		ev, err := out.next(rd)
+		if err != nil {
+			if err != errClientGone {
 				readErr = err
-				break
 			}
+			break
 		}
 		f := out.frames()
 		before := len(*f)
-		var err error
 		*f, err = st.Event(*f, ev.Name, ev.Data)
 		if err != nil {
 			*f = (*f)[:before]
