@@ -218,6 +218,40 @@ func (b *bencher) profile(ctx context.Context, sc scenario, t target, d time.Dur
 	return path, os.WriteFile(path, r.data, 0o644)
 }
 
+// starter runs open-loop requests, each in a goroutine of its own, and
+// records each in its window.
+type starter struct {
+	b    *bencher
+	mu   sync.Mutex // guards the windows
+	wg   sync.WaitGroup
+	pool sync.Pool // *buffers
+}
+
+func (b *bencher) newStarter() *starter {
+	return &starter{b: b, pool: sync.Pool{New: func() any { return newBuffers() }}}
+}
+
+// start sends one request of sc to t now and records it in w when it ends,
+// unless ctx ended first (not the target's fault).
+func (s *starter) start(ctx context.Context, sc scenario, t target, w *window) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		bufs := s.pool.Get().(*buffers)
+		defer s.pool.Put(bufs)
+		o := s.b.send(ctx, sc, t, bufs)
+		if ctx.Err() != nil {
+			return
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		w.record(o, true, sc.Stream)
+	}()
+}
+
+// wait waits for every request started to end.
+func (s *starter) wait() { s.wg.Wait() }
+
 // window is one measurement: C workers in a closed loop for a duration, or
 // requests started on a fixed schedule over it (open loop). Closed loop:
 // requests finishing after the deadline (the tail) count for CPU cost and
@@ -397,11 +431,7 @@ func (b *bencher) openLoop(ctx context.Context, sc scenario, t target, start tim
 	sched := newSchedule(start, sc.Rate)
 	defer sched.stop()
 	n := max(1, int(d/sched.interval))
-	var (
-		mu   sync.Mutex
-		wg   sync.WaitGroup
-		pool = sync.Pool{New: func() any { return newBuffers() }}
-	)
+	starts := b.newStarter()
 	for i := range n {
 		late, ok := sched.wait(ctx, i)
 		if !ok {
@@ -412,21 +442,9 @@ func (b *bencher) openLoop(ctx context.Context, sc scenario, t target, start tim
 			w.Late++
 		}
 		w.MaxLateMs = max(w.MaxLateMs, ms(late))
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			bufs := pool.Get().(*buffers)
-			defer pool.Put(bufs)
-			o := b.send(ctx, sc, t, bufs)
-			if ctx.Err() != nil {
-				return // interrupted: not the target's fault
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			w.record(o, true, sc.Stream)
-		}()
+		starts.start(ctx, sc, t, w)
 	}
-	wg.Wait()
+	starts.wait()
 	w.TailSeconds = max(0, time.Since(start.Add(d)).Seconds())
 	return w
 }

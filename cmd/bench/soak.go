@@ -12,7 +12,6 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
-	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -381,11 +380,7 @@ func (b *bencher) soakLoad(ctx context.Context, t target, rate float64, start ti
 	defer sched.stop()
 	missed := max(sched.interval, soakLateSlack)
 	n := max(1, int(p.Duration/sched.interval))
-	var (
-		mu   sync.Mutex
-		wg   sync.WaitGroup
-		pool = sync.Pool{New: func() any { return newBuffers() }}
-	)
+	starts := b.newStarter()
 	for i := range n {
 		late, ok := sched.wait(ctx, i)
 		if !ok {
@@ -401,21 +396,9 @@ func (b *bencher) soakLoad(ctx context.Context, t target, rate float64, start ti
 		if i%soakStreamEvery == soakStreamEvery-1 {
 			sc, w = stream, row.Stream
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			bufs := pool.Get().(*buffers)
-			defer pool.Put(bufs)
-			o := b.send(ctx, sc, t, bufs)
-			if ctx.Err() != nil {
-				return // interrupted: not the target's fault
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			w.record(o, true, sc.Stream)
-		}()
+		starts.start(ctx, sc, t, w)
 	}
-	wg.Wait()
+	starts.wait()
 	return rows
 }
 
