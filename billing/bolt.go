@@ -9,6 +9,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -25,6 +28,16 @@ var (
 	bucketAccountKeys = []byte("account_keys") // account id + "/" + key id -> nil
 	bucketLedger      = []byte("ledger")       // account id -> bucket{seq (8 bytes BE) -> Entry}
 	bucketRequests    = []byte("requests")     // request id -> account id, NUL, seq of its charge
+
+	// Users of the dashboard, their sessions and sign-up invites. None of
+	// this is ledger data: Audit does not read it.
+	bucketUsers        = []byte("users")         // user id -> User
+	bucketUserEmails   = []byte("user_emails")   // normalized email -> user id
+	bucketPasswords    = []byte("passwords")     // user id -> PHC-encoded argon2id hash, apart from User so it never travels with the record
+	bucketSessions     = []byte("sessions")      // SHA-256 of session token -> Session
+	bucketUserSessions = []byte("user_sessions") // user id + "/" + hex of session hash -> nil
+	bucketInvites      = []byte("invites")       // invite id -> Invite
+	bucketInviteHashes = []byte("invite_hashes") // SHA-256 of invite code -> invite id
 
 	schemaKey     = []byte("schema")
 	schemaVersion = []byte("1")
@@ -45,6 +58,10 @@ type BoltOptions struct {
 	// is no longer durable when Settle or Credit returns. For tests and
 	// benchmarks only: a gateway must never set it.
 	NoSync bool
+	// Password is the argon2id cost of new password hashes; nil means
+	// DefaultPasswordParams. Tests use cheap parameters; a gateway should
+	// not go below the default.
+	Password *PasswordParams
 }
 
 // BoltStore is the Store kept in one bbolt file. bbolt holds an exclusive
@@ -55,6 +72,16 @@ type BoltStore struct {
 	now  func() time.Time
 	rand io.Reader
 	gc   *committer
+
+	// password is the cost of new password hashes. hashSlots bounds the
+	// hashes computed at once, so a burst of log-ins takes at most
+	// GOMAXPROCS times the memory of one hash. dummyHash is what Login
+	// checks a password against when the email is unknown. hashes counts
+	// the hashes computed, so tests can see that every log-in costs one.
+	password  PasswordParams
+	hashSlots chan struct{}
+	dummyHash func() (string, error)
+	hashes    atomic.Int64
 }
 
 // OpenBolt opens (creating if needed) the store at path. If another process
@@ -69,6 +96,13 @@ func OpenBolt(path string, opts BoltOptions) (*BoltStore, error) {
 	}
 	if opts.Rand == nil {
 		opts.Rand = defaultRand
+	}
+	password := DefaultPasswordParams
+	if opts.Password != nil {
+		password = *opts.Password
+	}
+	if err := password.validate(); err != nil {
+		return nil, fmt.Errorf("opening database %s: %w", path, err)
 	}
 	if dir := filepath.Dir(path); dir != "" {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -91,7 +125,8 @@ func OpenBolt(path string, opts BoltOptions) (*BoltStore, error) {
 		return nil, fmt.Errorf("opening database %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketMeta, bucketAccounts, bucketKeys, bucketKeyHashes, bucketAccountKeys, bucketLedger, bucketRequests} {
+		for _, name := range [][]byte{bucketMeta, bucketAccounts, bucketKeys, bucketKeyHashes, bucketAccountKeys, bucketLedger, bucketRequests,
+			bucketUsers, bucketUserEmails, bucketPasswords, bucketSessions, bucketUserSessions, bucketInvites, bucketInviteHashes} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err
 			}
@@ -109,7 +144,9 @@ func OpenBolt(path string, opts BoltOptions) (*BoltStore, error) {
 		db.Close()
 		return nil, fmt.Errorf("initialising database %s: %w", path, err)
 	}
-	s := &BoltStore{db: db, now: opts.Now, rand: opts.Rand}
+	s := &BoltStore{db: db, now: opts.Now, rand: opts.Rand, password: password,
+		hashSlots: make(chan struct{}, runtime.GOMAXPROCS(0))}
+	s.dummyHash = sync.OnceValues(func() (string, error) { return s.hashPassword("not anyone's password") })
 	s.startCommitter()
 	return s, nil
 }

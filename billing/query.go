@@ -298,3 +298,83 @@ func appendUsage(out []UsageRow, b *bolt.Bucket, accountID string, q UsageQuery)
 	}
 	return out, err
 }
+
+// DailyUsageRow is what an account spent on one model on one UTC day.
+type DailyUsageRow struct {
+	// Day is the day's midnight, UTC.
+	Day              time.Time `json:"day"`
+	Model            string    `json:"model"`
+	Requests         int64     `json:"requests"`
+	PromptTokens     int64     `json:"prompt_tokens"`
+	CachedTokens     int64     `json:"cached_tokens"`
+	CompletionTokens int64     `json:"completion_tokens"`
+	Cost             Amount    `json:"cost"`
+}
+
+// DailyUsage sums an account's charge rows in a period per UTC day and
+// model, ordered by day, then model: the data of a usage chart. Since
+// (inclusive) and until (exclusive) bound the charges' times; zero does
+// not bound. Credits do not count. An unknown account is ErrNotFound.
+//
+// Like Ledger, it is one pass over the rows inside the period, newest
+// first, starting by binary search before until and stopping at the first
+// row older than since.
+func (s *BoltStore) DailyUsage(accountID string, since, until time.Time) ([]DailyUsageRow, error) {
+	if err := validatePeriod(since, until); err != nil {
+		return nil, err
+	}
+	type group struct {
+		day   time.Time
+		model string
+	}
+	var out []DailyUsageRow
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketAccounts).Get([]byte(accountID)) == nil {
+			return fmt.Errorf("account %s: %w", accountID, ErrNotFound)
+		}
+		b := tx.Bucket(bucketLedger).Bucket([]byte(accountID))
+		if b == nil {
+			return nil
+		}
+		byGroup := make(map[group]int) // -> index in out
+		c := b.Cursor()
+		k, v, err := newestRow(c, 0, until)
+		for ; k != nil && err == nil; k, v = c.Prev() {
+			var e Entry
+			if err := decodeRow(accountID, k, v, &e); err != nil {
+				return err
+			}
+			if !since.IsZero() && e.Time.Before(since) {
+				break
+			}
+			if e.Kind != EntryCharge || (!until.IsZero() && !e.Time.Before(until)) {
+				continue
+			}
+			t := e.Time.UTC()
+			g := group{time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, time.UTC), e.Model}
+			i, ok := byGroup[g]
+			if !ok {
+				i = len(out)
+				byGroup[g] = i
+				out = append(out, DailyUsageRow{Day: g.day, Model: g.model})
+			}
+			r := &out[i]
+			r.Requests++
+			r.PromptTokens += e.PromptTokens
+			r.CachedTokens += e.CachedTokens
+			r.CompletionTokens += e.CompletionTokens
+			r.Cost += e.Cost()
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	slices.SortFunc(out, func(a, b DailyUsageRow) int {
+		if c := a.Day.Compare(b.Day); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Model, b.Model)
+	})
+	return out, nil
+}

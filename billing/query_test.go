@@ -363,3 +363,109 @@ func TestUsage(t *testing.T) {
 		}
 	})
 }
+
+func TestDailyUsage(t *testing.T) {
+	s, clock, _ := openTestStore(t)
+	acct := mustCreateAccount(t, s, "acme", 10*Dollar)
+	other := mustCreateAccount(t, s, "other", 10*Dollar)
+	empty := mustCreateAccount(t, s, "no charges", Dollar)
+	day := func(d int) time.Time { return time.Date(2030, 1, d, 0, 0, 0, 0, time.UTC) }
+	at := func(t time.Time) { clock.Advance(t.Sub(clock.Now())) }
+	settle := func(a Account, rid, model string, prompt, cached, completion int64, cost Amount) {
+		t.Helper()
+		mustSettle(t, s, Charge{RequestID: rid, AccountID: a.ID, KeyID: "k", Model: model,
+			Usage: Usage{PromptTokens: prompt, CachedTokens: cached, CompletionTokens: completion}, Cost: cost})
+	}
+	// The clock starts at 2030-01-02 03:04:05 UTC.
+	settle(acct, "early", "m1", 1000, 0, 1000, 1000) // before the window below
+	at(day(2).Add(23*time.Hour + 59*time.Minute))
+	settle(acct, "r1", "m1", 100, 10, 10, 100)
+	settle(acct, "r2", "m2", 200, 0, 20, 200)
+	settle(other, "o1", "m1", 9, 9, 9, 9)
+	at(day(2).Add(24*time.Hour - time.Nanosecond))
+	settle(acct, "r3", "m1", 1, 1, 1, 1) // the last instant of the 2nd
+	at(day(3))
+	settle(acct, "r4", "m1", 300, 0, 30, 300) // the first instant of the 3rd
+	mustCredit(t, s, acct.ID, 5*Dollar, "credits never count")
+	at(day(3).Add(13 * time.Hour))
+	settle(acct, "r5", "m1", 400, 40, 40, 400)
+	settle(acct, "r6", "m0", 5, 0, 5, 0) // a charge of nothing is still a request
+	at(day(4).Add(10 * time.Hour))
+	settle(acct, "late", "m2", 7, 0, 7, 7) // after the window below
+
+	row := func(d int, model string, req, prompt, cached, completion int64, cost Amount) DailyUsageRow {
+		return DailyUsageRow{Day: day(d), Model: model, Requests: req, PromptTokens: prompt, CachedTokens: cached, CompletionTokens: completion, Cost: cost}
+	}
+	cases := []struct {
+		name         string
+		since, until time.Time
+		want         []DailyUsageRow
+	}{
+		{"charges are summed per UTC day and model, across midnight", day(2).Add(4 * time.Hour), day(4), []DailyUsageRow{
+			row(2, "m1", 2, 101, 11, 11, 101),
+			row(2, "m2", 1, 200, 0, 20, 200),
+			row(3, "m0", 1, 5, 0, 5, 0),
+			row(3, "m1", 2, 700, 40, 70, 700),
+		}},
+		{"no bounds sum every charge", time.Time{}, time.Time{}, []DailyUsageRow{
+			row(2, "m1", 3, 1101, 11, 1011, 1101),
+			row(2, "m2", 1, 200, 0, 20, 200),
+			row(3, "m0", 1, 5, 0, 5, 0),
+			row(3, "m1", 2, 700, 40, 70, 700),
+			row(4, "m2", 1, 7, 0, 7, 7),
+		}},
+		{"since is inclusive and until exclusive", day(3), day(3).Add(13 * time.Hour), []DailyUsageRow{
+			row(3, "m1", 1, 300, 0, 30, 300),
+		}},
+		{"bounds in another time zone mean the same instants", day(3).In(time.FixedZone("UTC-5", -5*3600)), time.Time{}, []DailyUsageRow{
+			row(3, "m0", 1, 5, 0, 5, 0),
+			row(3, "m1", 2, 700, 40, 70, 700),
+			row(4, "m2", 1, 7, 0, 7, 7),
+		}},
+		{"a period without charges has no rows", day(5), day(6), nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := s.DailyUsage(acct.ID, tc.since, tc.until)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.EqualFunc(got, tc.want, func(a, b DailyUsageRow) bool { return a == b }) {
+				t.Fatalf("DailyUsage =\n%+v\nwant\n%+v", got, tc.want)
+			}
+		})
+	}
+	t.Run("days are UTC midnights", func(t *testing.T) {
+		got, _ := s.DailyUsage(acct.ID, time.Time{}, time.Time{})
+		for _, r := range got {
+			if r.Day.Location() != time.UTC || r.Day.Hour() != 0 || r.Day.Minute() != 0 || r.Day.Second() != 0 || r.Day.Nanosecond() != 0 {
+				t.Errorf("day %v is not a UTC midnight", r.Day)
+			}
+		}
+	})
+	t.Run("an account without charges has no rows", func(t *testing.T) {
+		if got, err := s.DailyUsage(empty.ID, time.Time{}, time.Time{}); err != nil || len(got) != 0 {
+			t.Errorf("DailyUsage = %+v, %v", got, err)
+		}
+	})
+	t.Run("an unknown account is not found", func(t *testing.T) {
+		if _, err := s.DailyUsage("acct_nope", time.Time{}, time.Time{}); !errors.Is(err, ErrNotFound) {
+			t.Errorf("DailyUsage = %v, want ErrNotFound", err)
+		}
+	})
+	t.Run("until not after since is refused", func(t *testing.T) {
+		if _, err := s.DailyUsage(acct.ID, day(3), day(3)); !errors.Is(err, ErrInvalid) {
+			t.Errorf("DailyUsage = %v, want ErrInvalid", err)
+		}
+	})
+	t.Run("a daily row is snake_case JSON with the cost as a decimal string", func(t *testing.T) {
+		b, err := json.Marshal(row(3, "m1", 2, 700, 40, 70, 700))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := `{"day":"2030-01-03T00:00:00Z","model":"m1","requests":2,"prompt_tokens":700,"cached_tokens":40,"completion_tokens":70,"cost":"0.000700"}`
+		if string(b) != want {
+			t.Fatalf("JSON %s, want %s", b, want)
+		}
+	})
+}

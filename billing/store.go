@@ -1,6 +1,9 @@
 package billing
 
-// Store persists accounts, keys and the ledger. BoltStore is the embedded
+import "time"
+
+// Store persists accounts, keys, the ledger, and the dashboard's users,
+// sessions and invites. BoltStore is the embedded
 // implementation; the interface is what a shared database would implement
 // so that several gateway instances can serve one set of accounts.
 //
@@ -51,6 +54,56 @@ type Store interface {
 	Settle(c Charge) (Entry, error)
 	// Request returns the ledger row that settled a request id.
 	Request(requestID string) (Entry, error)
+
+	// DailyUsage sums an account's charges in a period per UTC day and
+	// model, ordered by day, then model.
+	DailyUsage(accountID string, since, until time.Time) ([]DailyUsageRow, error)
+
+	// CreateUser adds a dashboard user and the account it owns (named
+	// after the email, with an opening balance credited like
+	// CreateAccount's) in one transaction, consuming the invite code when
+	// one is given (ErrInviteInvalid if unknown, used, revoked or
+	// expired). An invite bound to an account makes the user one more
+	// user of that account instead: no account is created, nothing is
+	// credited. A registered email is ErrEmailTaken. On any error nothing
+	// is created.
+	CreateUser(email, password string, balance Amount, invite string) (User, Account, error)
+	// Login checks an email and password and records the log-in time.
+	// Unknown emails and wrong passwords are both ErrBadCredentials, at
+	// the cost of one password hash each; a disabled user with the right
+	// password is ErrUserDisabled.
+	Login(email, password string) (User, error)
+	User(id string) (User, error)
+	// Users lists every user, oldest first.
+	Users() ([]User, error)
+	// SetUserState enables or disables a user; disabling deletes all of
+	// its sessions in the same transaction. The account and its keys are
+	// not touched.
+	SetUserState(id string, state UserState) (User, error)
+
+	// CreateSession starts a session for an active user and returns its
+	// token, here and nowhere else: only its hash is stored. The user's
+	// expired sessions are deleted on the way.
+	CreateSession(userID string, lifetime time.Duration) (sess Session, token string, err error)
+	// SessionByToken finds a token's session and its user in one
+	// consistent read: ErrNotFound for an unknown token,
+	// ErrSessionExpired (deleting it) for an expired one,
+	// ErrUserDisabled when the user is disabled.
+	SessionByToken(token string) (Session, User, error)
+	// DeleteSession ends a token's session; an unknown token is not an
+	// error.
+	DeleteSession(token string) error
+	// CreateInvite mints a one-use sign-up code, valid until
+	// spec.ExpiresAt (nil: forever), bound to the existing account
+	// spec.AccountID when set (ErrNotFound if there is none). The code is
+	// returned here and nowhere else: only its hash is stored.
+	CreateInvite(spec InviteSpec) (inv Invite, code string, err error)
+	// Invites lists every invite, oldest first, never with its code.
+	Invites() ([]Invite, error)
+	// RevokeInvite makes an unused invite unusable; revoking twice is not
+	// an error and keeps the first revocation time. Revoking a used
+	// invite is ErrInvalid.
+	RevokeInvite(id string) (Invite, error)
 
 	// Ping checks that the store can be read.
 	Ping() error

@@ -20,10 +20,10 @@ func init() {
 	caddy.RegisterModule(adminAPI{})
 }
 
-// adminAPI serves accounts, keys and the ledger under /arcane/ on Caddy's
-// admin endpoint (localhost-only by default). Amounts are decimal strings
-// in US dollars. Errors are JSON, as everywhere on the admin endpoint:
-// {"error":"…"}.
+// adminAPI serves accounts, keys, the ledger, and the dashboard's users and
+// invites under /arcane/ on Caddy's admin endpoint (localhost-only by
+// default). Amounts are decimal strings in US dollars. Errors are JSON, as
+// everywhere on the admin endpoint: {"error":"…"}.
 //
 // It finds the arcane app of the running config on every request rather
 // than keeping one from Provision: Caddy builds the admin endpoint of a new
@@ -109,6 +109,32 @@ func (adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 			return a.revokeKey(w, parts[1])
 		}
 		return a.showKey(w, parts[1])
+	case len(parts) == 1 && parts[0] == "users":
+		if err := route(http.MethodGet); err != nil {
+			return err
+		}
+		return a.listUsers(w, r)
+	case len(parts) == 2 && parts[0] == "users":
+		if err := route(http.MethodGet, http.MethodPatch); err != nil {
+			return err
+		}
+		if r.Method == http.MethodPatch {
+			return a.updateUser(w, r, parts[1])
+		}
+		return a.showUser(w, parts[1])
+	case len(parts) == 1 && parts[0] == "invites":
+		if err := route(http.MethodGet, http.MethodPost); err != nil {
+			return err
+		}
+		if r.Method == http.MethodPost {
+			return a.createInvite(w, r)
+		}
+		return a.listInvites(w)
+	case len(parts) == 2 && parts[0] == "invites":
+		if err := route(http.MethodDelete); err != nil {
+			return err
+		}
+		return a.revokeInvite(w, parts[1])
 	case len(parts) == 1 && parts[0] == "usage":
 		if err := route(http.MethodGet); err != nil {
 			return err
@@ -291,6 +317,120 @@ func (a *adminRequest) revokeKey(w http.ResponseWriter, id string) error {
 		return storeErr(err)
 	}
 	return writeJSON(w, http.StatusOK, a.keyView(key))
+}
+
+// listUsers serves GET /arcane/users: the dashboard's users, oldest
+// first; with ?account_id=acct_... only that account's (an unknown
+// account is 404, so a mistyped id does not read as "no users"). A user
+// record never holds its password hash.
+func (a *adminRequest) listUsers(w http.ResponseWriter, r *http.Request) error {
+	accountID := r.URL.Query().Get("account_id")
+	if accountID != "" {
+		if _, err := a.app.store().Account(accountID); err != nil {
+			return storeErr(err)
+		}
+	}
+	users, err := a.app.store().Users()
+	if err != nil {
+		return storeErr(err)
+	}
+	out := list[billing.User]{Data: make([]billing.User, 0, len(users))}
+	for _, u := range users {
+		if accountID == "" || u.AccountID == accountID {
+			out.Data = append(out.Data, u)
+		}
+	}
+	return writeJSON(w, http.StatusOK, out)
+}
+
+func (a *adminRequest) showUser(w http.ResponseWriter, id string) error {
+	user, err := a.app.store().User(id)
+	if err != nil {
+		return storeErr(err)
+	}
+	return writeJSON(w, http.StatusOK, user)
+}
+
+// updateUser serves PATCH /arcane/users/{id} with {"state":"disabled"} or
+// {"state":"active"}. Disabling a user logs it out of the dashboard
+// everywhere and stops it logging in; it does not disable the account or
+// its API keys: PATCH /arcane/accounts/{id} does that.
+func (a *adminRequest) updateUser(w http.ResponseWriter, r *http.Request, id string) error {
+	var body struct {
+		State *billing.UserState `json:"state"`
+	}
+	if err := decodeBody(r, &body); err != nil {
+		return err
+	}
+	if body.State == nil {
+		return apiErr(http.StatusBadRequest, "nothing to change: send {\"state\":\"active\"} or {\"state\":\"disabled\"}")
+	}
+	user, err := a.app.store().SetUserState(id, *body.State)
+	if err != nil {
+		return storeErr(err)
+	}
+	return writeJSON(w, http.StatusOK, user)
+}
+
+// inviteView is an invite as the admin API shows it: Code only in the one
+// answer that creates it (it is stored hashed).
+type inviteView struct {
+	Code string `json:"code,omitempty"`
+	billing.Invite
+	State billing.InviteState `json:"state"`
+}
+
+func (a *adminRequest) inviteView(inv billing.Invite) inviteView {
+	return inviteView{Invite: inv, State: inv.State(a.now())}
+}
+
+// createInvite serves POST /arcane/invites with {"note"?, "expires_at"?,
+// "account_id"?}: a one-use code for signing up to the dashboard, shown
+// once. With account_id the person who signs up manages that existing
+// account instead of getting a new one.
+func (a *adminRequest) createInvite(w http.ResponseWriter, r *http.Request) error {
+	var body struct {
+		Note      string     `json:"note"`
+		ExpiresAt *time.Time `json:"expires_at"`
+		AccountID string     `json:"account_id"`
+	}
+	if err := decodeBody(r, &body); err != nil {
+		return err
+	}
+	inv, code, err := a.app.store().CreateInvite(billing.InviteSpec{
+		Note: body.Note, ExpiresAt: body.ExpiresAt, AccountID: body.AccountID,
+	})
+	if err != nil {
+		return storeErr(err)
+	}
+	v := a.inviteView(inv)
+	v.Code = code
+	w.Header().Set("Cache-Control", "no-store")
+	return writeJSON(w, http.StatusCreated, v)
+}
+
+// listInvites serves GET /arcane/invites: every invite, oldest first, with
+// its state and never its code.
+func (a *adminRequest) listInvites(w http.ResponseWriter) error {
+	invites, err := a.app.store().Invites()
+	if err != nil {
+		return storeErr(err)
+	}
+	out := list[inviteView]{Data: make([]inviteView, 0, len(invites))}
+	for _, inv := range invites {
+		out.Data = append(out.Data, a.inviteView(inv))
+	}
+	return writeJSON(w, http.StatusOK, out)
+}
+
+// revokeInvite serves DELETE /arcane/invites/{id}: the invite's code stops
+// working. Revoking a used invite is 400: disable its user instead.
+func (a *adminRequest) revokeInvite(w http.ResponseWriter, id string) error {
+	inv, err := a.app.store().RevokeInvite(id)
+	if err != nil {
+		return storeErr(err)
+	}
+	return writeJSON(w, http.StatusOK, a.inviteView(inv))
 }
 
 // ledgerPage is one page of an account's ledger, newest first. Pass

@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -502,6 +503,12 @@ func TestAdminRoutingErrors(t *testing.T) {
 		{http.MethodPost, "/arcane/usage", "GET"},
 		{http.MethodPost, "/arcane/audit", "GET"},
 		{http.MethodDelete, "/arcane/requests/req_x", "GET"},
+		{http.MethodPost, "/arcane/users", "GET"},
+		{http.MethodDelete, "/arcane/users/user_0000000000000000", "GET, PATCH"},
+		{http.MethodPut, "/arcane/users/user_0000000000000000", "GET, PATCH"},
+		{http.MethodPut, "/arcane/invites", "GET, POST"},
+		{http.MethodGet, "/arcane/invites/invite_0000000000000000", "DELETE"},
+		{http.MethodPatch, "/arcane/invites/invite_0000000000000000", "DELETE"},
 	} {
 		t.Run(fmt.Sprintf("%s %s is not allowed", tc.method, strings.Replace(tc.path, acct.ID, "{id}", 1)), func(t *testing.T) {
 			resp := adminCall(t, tc.method, tc.path, nil)
@@ -520,7 +527,7 @@ func TestAdminRoutingErrors(t *testing.T) {
 	})
 
 	for _, path := range []string{"/arcane/nope", "/arcane/", "/arcane/accounts/" + acct.ID + "/nope", "/arcane/keys", "/arcane/keys/" + key.ID + "/x",
-		"/arcane/requests", "/arcane/usage/x", "/arcane/audit/x"} {
+		"/arcane/requests", "/arcane/usage/x", "/arcane/audit/x", "/arcane/users/user_0000000000000000/x", "/arcane/invites/invite_0000000000000000/x"} {
 		t.Run("unknown route "+path+" is not found", func(t *testing.T) {
 			assertAdminError(t, adminCall(t, http.MethodGet, path, nil), http.StatusNotFound)
 		})
@@ -1049,6 +1056,475 @@ func TestAdminAudit(t *testing.T) {
 		var r testAuditReport
 		if err := json.Unmarshal([]byte(out), &r); err != nil || r.OK || len(r.Differences) != 2 {
 			t.Errorf("--json output %s (%v)", out, err)
+		}
+	})
+}
+
+// testUser is a dashboard user as the admin API shows it.
+type testUser struct {
+	ID          string     `json:"id"`
+	Email       string     `json:"email"`
+	AccountID   string     `json:"account_id"`
+	State       string     `json:"state"`
+	CreatedAt   time.Time  `json:"created_at"`
+	LastLoginAt *time.Time `json:"last_login_at"`
+}
+
+// signUp creates a dashboard user straight in the running server's store,
+// as the dashboard's sign-up form does.
+func signUp(t testing.TB, path, email, password, invite string) billing.User {
+	t.Helper()
+	db := pooledDatabase(path)
+	if db == nil {
+		t.Fatalf("no open database at %s", path)
+	}
+	u, _, err := db.store.CreateUser(email, password, 0, invite)
+	if err != nil {
+		t.Fatalf("CreateUser(%s): %v", email, err)
+	}
+	return u
+}
+
+func TestAdminUsers(t *testing.T) {
+	tester, path := startArcane(t)
+	const unknown = "user_0000000000000000"
+	const password = "correct horse battery staple"
+
+	t.Run("no users is an empty list", func(t *testing.T) {
+		resp := adminOK(t, http.MethodGet, "/arcane/users", nil, http.StatusOK, nil)
+		var got map[string]any
+		resp.decode(t, &got)
+		if data, ok := got["data"].([]any); !ok || len(data) != 0 || len(got) != 1 {
+			t.Errorf("answer %s, want {\"data\": []}", resp.Body)
+		}
+	})
+
+	ann := signUp(t, path, "Ann@Example.com", password, "")
+	store := pooledDatabase(path).store
+	if _, err := store.Login("ann@example.com", password); err != nil {
+		t.Fatal(err)
+	}
+	bob := signUp(t, path, "bob@example.com", password, "")
+
+	t.Run("users are listed oldest first, without password hashes", func(t *testing.T) {
+		var list struct {
+			Data []testUser `json:"data"`
+		}
+		resp := adminOK(t, http.MethodGet, "/arcane/users", nil, http.StatusOK, &list)
+		if len(list.Data) != 2 || list.Data[0].ID != ann.ID || list.Data[1].ID != bob.ID {
+			t.Fatalf("listed %s, want Ann then Bob", resp.Body)
+		}
+		got := list.Data[0]
+		if got.Email != "ann@example.com" || got.AccountID != ann.AccountID || got.State != "active" ||
+			!got.CreatedAt.Equal(ann.CreatedAt) || got.LastLoginAt == nil {
+			t.Errorf("listed Ann as %+v", got)
+		}
+		if list.Data[1].LastLoginAt != nil {
+			t.Errorf("Bob never logged in but has last_login_at %v", list.Data[1].LastLoginAt)
+		}
+		for _, secret := range []string{"argon2", "password", password} {
+			if strings.Contains(string(resp.Body), secret) {
+				t.Errorf("the listing holds %q: %s", secret, resp.Body)
+			}
+		}
+	})
+	t.Run("a user is shown by id", func(t *testing.T) {
+		var got testUser
+		resp := adminOK(t, http.MethodGet, "/arcane/users/"+bob.ID, nil, http.StatusOK, &got)
+		if got.ID != bob.ID || got.Email != "bob@example.com" || got.AccountID != bob.AccountID || got.State != "active" {
+			t.Errorf("shown %s", resp.Body)
+		}
+		if strings.Contains(string(resp.Body), "argon2") {
+			t.Errorf("the answer holds a password hash: %s", resp.Body)
+		}
+	})
+	t.Run("an unknown user is not found", func(t *testing.T) {
+		assertAdminError(t, adminCall(t, http.MethodGet, "/arcane/users/"+unknown, nil), http.StatusNotFound)
+	})
+
+	t.Run("disabling a user logs it out everywhere but leaves its API keys working", func(t *testing.T) {
+		key := createKey(t, ann.AccountID, nil)
+		_, token, err := store.CreateSession(ann.ID, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got testUser
+		adminOK(t, http.MethodPatch, "/arcane/users/"+ann.ID, `{"state":"disabled"}`, http.StatusOK, &got)
+		if got.State != "disabled" || got.ID != ann.ID {
+			t.Fatalf("after disabling: %+v", got)
+		}
+		if _, _, err := store.SessionByToken(token); !errors.Is(err, billing.ErrNotFound) {
+			t.Errorf("the session after disabling: %v, want ErrNotFound", err)
+		}
+		if _, err := store.Login("ann@example.com", password); !errors.Is(err, billing.ErrUserDisabled) {
+			t.Errorf("log-in after disabling: %v, want ErrUserDisabled", err)
+		}
+		var acct testAccount
+		adminOK(t, http.MethodGet, "/arcane/accounts/"+ann.AccountID, nil, http.StatusOK, &acct)
+		if acct.State != "active" {
+			t.Errorf("the account is %q after disabling its user", acct.State)
+		}
+		if status, _, body := apiGet(t, tester, "/v1/echo", "Bearer "+key.Key); status != http.StatusOK {
+			t.Errorf("the account's key after disabling its user: %d %s", status, body)
+		}
+	})
+	t.Run("an enabled user logs in again", func(t *testing.T) {
+		var got testUser
+		adminOK(t, http.MethodPatch, "/arcane/users/"+ann.ID, `{"state":"active"}`, http.StatusOK, &got)
+		if got.State != "active" {
+			t.Errorf("state %q after enabling", got.State)
+		}
+		if _, err := store.Login("ann@example.com", password); err != nil {
+			t.Errorf("log-in after enabling: %v", err)
+		}
+	})
+	for _, tc := range []struct {
+		name, id, body string
+		want           int
+	}{
+		{"an unknown state is refused", bob.ID, `{"state":"banned"}`, http.StatusBadRequest},
+		{"a PATCH with nothing to change is refused", bob.ID, `{}`, http.StatusBadRequest},
+		{"an unknown field is refused", bob.ID, `{"state":"disabled","email":"x@y"}`, http.StatusBadRequest},
+		{"an empty body is refused", bob.ID, ``, http.StatusBadRequest},
+		{"PATCHing an unknown user is not found", unknown, `{"state":"disabled"}`, http.StatusNotFound},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			assertAdminError(t, adminCall(t, http.MethodPatch, "/arcane/users/"+tc.id, tc.body), tc.want)
+			var got testUser
+			adminOK(t, http.MethodGet, "/arcane/users/"+bob.ID, nil, http.StatusOK, &got)
+			if got.State != "active" {
+				t.Errorf("Bob is %q after a refused change", got.State)
+			}
+		})
+	}
+
+	t.Run("the CLI lists users", func(t *testing.T) {
+		out, err := runCLI(t, "users", "list")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		if len(lines) != 3 || !strings.HasPrefix(lines[0], "ID") || !strings.Contains(lines[0], "LAST LOGIN") {
+			t.Fatalf("output:\n%s", out)
+		}
+		if !strings.HasPrefix(lines[1], ann.ID) || !strings.Contains(lines[1], "ann@example.com") || !strings.Contains(lines[1], ann.AccountID) {
+			t.Errorf("Ann's line %q", lines[1])
+		}
+		if !strings.HasPrefix(lines[2], bob.ID) || !strings.HasSuffix(lines[2], "never") {
+			t.Errorf("Bob's line %q", lines[2])
+		}
+	})
+	t.Run("the CLI disables, shows and enables a user", func(t *testing.T) {
+		out, err := runCLI(t, "users", "disable", bob.ID)
+		if err != nil || !strings.Contains(out, bob.ID) || !strings.Contains(out, "disabled") {
+			t.Fatalf("users disable = %q, %v", out, err)
+		}
+		out, err = runCLI(t, "users", "show", bob.ID, "--json")
+		var got testUser
+		if err != nil || json.Unmarshal([]byte(out), &got) != nil || got.State != "disabled" {
+			t.Fatalf("users show --json = %q, %v", out, err)
+		}
+		out, err = runCLI(t, "users", "enable", bob.ID)
+		if err != nil || !strings.Contains(out, "active") {
+			t.Fatalf("users enable = %q, %v", out, err)
+		}
+	})
+	t.Run("the CLI fails for an unknown user", func(t *testing.T) {
+		if out, err := runCLI(t, "users", "disable", unknown); err == nil || !strings.Contains(err.Error(), "404") {
+			t.Errorf("users disable of an unknown user = %q, %v", out, err)
+		}
+	})
+}
+
+// testInvite is an invite as the admin API shows it.
+type testInvite struct {
+	ID        string     `json:"id"`
+	Code      string     `json:"code"`
+	Note      string     `json:"note"`
+	AccountID string     `json:"account_id"`
+	State     string     `json:"state"`
+	CreatedAt time.Time  `json:"created_at"`
+	ExpiresAt *time.Time `json:"expires_at"`
+	UsedBy    string     `json:"used_by"`
+	UsedAt    *time.Time `json:"used_at"`
+	RevokedAt *time.Time `json:"revoked_at"`
+}
+
+func TestAdminInvites(t *testing.T) {
+	_, path := startArcane(t)
+	store := pooledDatabase(path).store
+	expires := time.Now().Add(7 * 24 * time.Hour).UTC().Truncate(time.Second)
+	// made is every invite created, in order, to check the listing.
+	var made []testInvite
+	createInvite := func(t *testing.T, body any) testInvite {
+		t.Helper()
+		var inv testInvite
+		adminOK(t, http.MethodPost, "/arcane/invites", body, http.StatusCreated, &inv)
+		if !strings.HasPrefix(inv.Code, "inv_") {
+			t.Fatalf("created invite has no code: %+v", inv)
+		}
+		made = append(made, inv)
+		return inv
+	}
+	listInvites := func(t *testing.T) ([]testInvite, adminResponse) {
+		t.Helper()
+		var list struct {
+			Data []testInvite `json:"data"`
+		}
+		resp := adminOK(t, http.MethodGet, "/arcane/invites", nil, http.StatusOK, &list)
+		return list.Data, resp
+	}
+	usersOf := func(t *testing.T, accountID string) []testUser {
+		t.Helper()
+		var list struct {
+			Data []testUser `json:"data"`
+		}
+		adminOK(t, http.MethodGet, "/arcane/users?account_id="+url.QueryEscape(accountID), nil, http.StatusOK, &list)
+		return list.Data
+	}
+
+	before := time.Now().Add(-time.Second)
+	var created testInvite
+	resp := adminOK(t, http.MethodPost, "/arcane/invites", map[string]any{"note": "for Ann", "expires_at": expires}, http.StatusCreated, &created)
+	made = append(made, created)
+
+	t.Run("a new invite shows its code once, with its id, note, expiry and state", func(t *testing.T) {
+		if !strings.HasPrefix(created.Code, "inv_") || len(created.Code) != 36 {
+			t.Errorf("code %q is not inv_ and 32 characters", created.Code)
+		}
+		if !strings.HasPrefix(created.ID, "invite_") || strings.Contains(created.ID, created.Code[4:]) {
+			t.Errorf("id %q is not invite_ and apart from the code", created.ID)
+		}
+		if cc := resp.Header.Get("Cache-Control"); cc != "no-store" {
+			t.Errorf("Cache-Control %q, want no-store", cc)
+		}
+		if created.Note != "for Ann" || created.ExpiresAt == nil || !created.ExpiresAt.Equal(expires) || created.State != "unused" ||
+			created.AccountID != "" || created.CreatedAt.Before(before) || created.CreatedAt.After(time.Now().Add(time.Second)) {
+			t.Errorf("created %s", resp.Body)
+		}
+	})
+	var ann billing.User
+	t.Run("the invite signs one person up into a new account", func(t *testing.T) {
+		ann = signUp(t, path, "ann@example.com", "hunter2hunter2", created.Code)
+		_, _, err := store.CreateUser("bob@example.com", "hunter2hunter2", 0, created.Code)
+		if !errors.Is(err, billing.ErrInviteInvalid) {
+			t.Errorf("a second sign-up with the invite: %v, want ErrInviteInvalid", err)
+		}
+		var list struct {
+			Data []testUser `json:"data"`
+		}
+		adminOK(t, http.MethodGet, "/arcane/users", nil, http.StatusOK, &list)
+		if len(list.Data) != 1 || list.Data[0].ID != ann.ID {
+			t.Errorf("users %+v, want only Ann", list.Data)
+		}
+	})
+	t.Run("an invite needs no note or expiry", func(t *testing.T) {
+		var got map[string]any
+		adminOK(t, http.MethodPost, "/arcane/invites", `{}`, http.StatusCreated, &got)
+		if code, _ := got["code"].(string); !strings.HasPrefix(code, "inv_") || code == created.Code {
+			t.Errorf("code %v", got["code"])
+		}
+		if _, ok := got["expires_at"]; ok {
+			t.Errorf("an invite without expiry shows expires_at: %v", got)
+		}
+		if _, ok := got["account_id"]; ok {
+			t.Errorf("an invite without an account shows account_id: %v", got)
+		}
+		id, _ := got["id"].(string)
+		code, _ := got["code"].(string)
+		made = append(made, testInvite{ID: id, Code: code, State: "unused"})
+	})
+	for _, tc := range []struct {
+		name, body string
+		want       int
+	}{
+		{"an expiry in the past is refused", `{"expires_at":"2001-01-01T00:00:00Z"}`, http.StatusBadRequest},
+		{"an expiry that is not a time is refused", `{"expires_at":"7d"}`, http.StatusBadRequest},
+		{"a note over 1000 bytes is refused", `{"note":"` + strings.Repeat("n", 1001) + `"}`, http.StatusBadRequest},
+		{"an invite for an unknown account is not found", `{"account_id":"acct_0000000000000000"}`, http.StatusNotFound},
+		{"an unknown field is refused", `{"email":"ann@example.com"}`, http.StatusBadRequest},
+		{"an empty body is refused", ``, http.StatusBadRequest},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			had, _ := listInvites(t)
+			assertAdminError(t, adminCall(t, http.MethodPost, "/arcane/invites", tc.body), tc.want)
+			if now, _ := listInvites(t); len(now) != len(had) {
+				t.Errorf("a refused request created an invite: %d invites, had %d", len(now), len(had))
+			}
+		})
+	}
+
+	var acme testAccount
+	adminOK(t, http.MethodPost, "/arcane/accounts", `{"name":"Acme Corp","balance":"10"}`, http.StatusCreated, &acme)
+	var dee, eve billing.User
+	t.Run("invites bound to an account sign people up into it", func(t *testing.T) {
+		var accounts struct {
+			Data []testAccount `json:"data"`
+		}
+		adminOK(t, http.MethodGet, "/arcane/accounts", nil, http.StatusOK, &accounts)
+		had := len(accounts.Data)
+		forDee := createInvite(t, map[string]any{"note": "for Dee at Acme", "account_id": acme.ID})
+		if forDee.AccountID != acme.ID || forDee.State != "unused" {
+			t.Errorf("bound invite %+v", forDee)
+		}
+		forEve := createInvite(t, map[string]any{"account_id": acme.ID})
+		dee = signUp(t, path, "dee@acme.example", "hunter2hunter2", forDee.Code)
+		// The dashboard passes its starting balance; a bound invite
+		// ignores it.
+		var err error
+		if eve, _, err = store.CreateUser("eve@acme.example", "hunter2hunter2", 5*billing.Dollar, forEve.Code); err != nil {
+			t.Fatal(err)
+		}
+		if dee.AccountID != acme.ID || eve.AccountID != acme.ID {
+			t.Errorf("Dee's account %s and Eve's %s, want %s", dee.AccountID, eve.AccountID, acme.ID)
+		}
+		adminOK(t, http.MethodGet, "/arcane/accounts", nil, http.StatusOK, &accounts)
+		if len(accounts.Data) != had {
+			t.Errorf("%d accounts after two bound sign-ups, had %d", len(accounts.Data), had)
+		}
+		var got testAccount
+		adminOK(t, http.MethodGet, "/arcane/accounts/"+acme.ID, nil, http.StatusOK, &got)
+		if got.Balance != "10.000000" {
+			t.Errorf("Acme's balance %s after two bound sign-ups, want 10.000000", got.Balance)
+		}
+		var page testLedgerPage
+		adminOK(t, http.MethodGet, "/arcane/accounts/"+acme.ID+"/ledger", nil, http.StatusOK, &page)
+		if len(page.Data) != 1 {
+			t.Errorf("Acme's ledger has %d rows, want its opening credit only", len(page.Data))
+		}
+	})
+	t.Run("users are filtered by account", func(t *testing.T) {
+		if got := usersOf(t, acme.ID); len(got) != 2 || got[0].ID != dee.ID || got[1].ID != eve.ID {
+			t.Errorf("Acme's users %+v, want Dee then Eve", got)
+		}
+		if got := usersOf(t, ann.AccountID); len(got) != 1 || got[0].ID != ann.ID {
+			t.Errorf("Ann's account's users %+v, want Ann", got)
+		}
+		resp := adminOK(t, http.MethodGet, "/arcane/users?account_id="+createAccount(t, "nobody's").ID, nil, http.StatusOK, nil)
+		var got map[string]any
+		resp.decode(t, &got)
+		if data, ok := got["data"].([]any); !ok || len(data) != 0 {
+			t.Errorf("an account without users: %s, want {\"data\": []}", resp.Body)
+		}
+		assertAdminError(t, adminCall(t, http.MethodGet, "/arcane/users?account_id=acct_0000000000000000", nil), http.StatusNotFound)
+	})
+
+	spare := createInvite(t, map[string]any{"note": "spare"})
+	t.Run("revoking an invite stops its code", func(t *testing.T) {
+		var got testInvite
+		adminOK(t, http.MethodDelete, "/arcane/invites/"+spare.ID, nil, http.StatusOK, &got)
+		if got.ID != spare.ID || got.State != "revoked" || got.RevokedAt == nil || got.Code != "" {
+			t.Fatalf("revoked %+v", got)
+		}
+		if _, _, err := store.CreateUser("fay@example.com", "hunter2hunter2", 0, spare.Code); !errors.Is(err, billing.ErrInviteInvalid) {
+			t.Errorf("sign-up with a revoked invite: %v, want ErrInviteInvalid", err)
+		}
+		var again testInvite
+		adminOK(t, http.MethodDelete, "/arcane/invites/"+spare.ID, nil, http.StatusOK, &again)
+		if again.RevokedAt == nil || !again.RevokedAt.Equal(*got.RevokedAt) {
+			t.Errorf("revoking again moved revoked_at from %v to %v", got.RevokedAt, again.RevokedAt)
+		}
+	})
+	t.Run("revoking a used invite is refused", func(t *testing.T) {
+		assertAdminError(t, adminCall(t, http.MethodDelete, "/arcane/invites/"+created.ID, nil), http.StatusBadRequest)
+	})
+	t.Run("revoking an unknown invite is not found", func(t *testing.T) {
+		assertAdminError(t, adminCall(t, http.MethodDelete, "/arcane/invites/invite_0000000000000000", nil), http.StatusNotFound)
+	})
+
+	t.Run("invites are listed oldest first with their states, never their codes", func(t *testing.T) {
+		got, resp := listInvites(t)
+		if len(got) != len(made) {
+			t.Fatalf("%d invites listed, want %d: %s", len(got), len(made), resp.Body)
+		}
+		want := map[string]string{created.ID: "used", made[1].ID: "unused", made[2].ID: "used", made[3].ID: "used", spare.ID: "revoked"}
+		for i, inv := range got {
+			if inv.ID != made[i].ID || inv.State != want[inv.ID] {
+				t.Errorf("invite %d listed as %s (%s), want %s (%s)", i, inv.ID, inv.State, made[i].ID, want[made[i].ID])
+			}
+		}
+		if got[0].UsedBy != ann.ID || got[2].UsedBy != dee.ID || got[2].AccountID != acme.ID {
+			t.Errorf("listed %s", resp.Body)
+		}
+		for _, inv := range made {
+			if strings.Contains(string(resp.Body), inv.Code[4:]) {
+				t.Errorf("the listing holds the code of invite %s", inv.ID)
+			}
+		}
+		if strings.Contains(string(resp.Body), `"code"`) {
+			t.Errorf("the listing has a code field: %s", resp.Body)
+		}
+	})
+
+	t.Run("the CLI creates an invite and shows its code once", func(t *testing.T) {
+		out, err := runCLI(t, "invites", "create", "--note", "for Carl", "--expires", "3d")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, code, ok := strings.Cut(out, "\ncode: ")
+		code, _, _ = strings.Cut(code, "\n")
+		if !ok || !strings.HasPrefix(code, "inv_") || !strings.Contains(out, "for Carl") || !strings.Contains(out, "only time") {
+			t.Fatalf("output:\n%s", out)
+		}
+		signUp(t, path, "carl@example.com", "hunter2hunter2", code)
+	})
+	t.Run("the CLI creates an invite bound to an account", func(t *testing.T) {
+		out, err := runCLI(t, "invites", "create", "--account", acme.ID, "--note", "for Gus at Acme")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, code, _ := strings.Cut(out, "\ncode: ")
+		code, _, _ = strings.Cut(code, "\n")
+		if !strings.Contains(out, acme.ID) {
+			t.Errorf("output lacks the account:\n%s", out)
+		}
+		if gus := signUp(t, path, "gus@acme.example", "hunter2hunter2", code); gus.AccountID != acme.ID {
+			t.Errorf("Gus signed up into %s, want %s", gus.AccountID, acme.ID)
+		}
+	})
+	t.Run("the CLI lists invites without their codes", func(t *testing.T) {
+		listed, _ := listInvites(t)
+		out, err := runCLI(t, "invites", "list")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		if len(lines) != len(listed)+1 || !strings.HasPrefix(lines[0], "ID") || !strings.Contains(lines[0], "STATE") {
+			t.Fatalf("output:\n%s", out)
+		}
+		if !strings.HasPrefix(lines[1], created.ID) || !strings.Contains(lines[1], "used") || !strings.Contains(lines[1], ann.ID) {
+			t.Errorf("Ann's invite's line %q", lines[1])
+		}
+		if strings.Contains(out, "inv_") {
+			t.Errorf("the listing shows a code:\n%s", out)
+		}
+	})
+	t.Run("the CLI revokes an invite", func(t *testing.T) {
+		inv := createInvite(t, `{"note":"for nobody"}`)
+		out, err := runCLI(t, "invites", "revoke", inv.ID)
+		if err != nil || !strings.Contains(out, inv.ID) || !strings.Contains(out, "revoked") {
+			t.Fatalf("invites revoke = %q, %v", out, err)
+		}
+		if _, _, err := store.CreateUser("hal@example.com", "hunter2hunter2", 0, inv.Code); !errors.Is(err, billing.ErrInviteInvalid) {
+			t.Errorf("sign-up with an invite the CLI revoked: %v", err)
+		}
+		if out, err := runCLI(t, "invites", "revoke", "invite_0000000000000000"); err == nil || !strings.Contains(err.Error(), "404") {
+			t.Errorf("invites revoke of an unknown invite = %q, %v", out, err)
+		}
+	})
+	t.Run("the CLI lists an account's users", func(t *testing.T) {
+		out, err := runCLI(t, "users", "list", "--account", acme.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		if len(lines) != 4 || !strings.HasPrefix(lines[1], dee.ID) || !strings.HasPrefix(lines[2], eve.ID) || strings.Contains(out, ann.ID) {
+			t.Errorf("output:\n%s", out)
+		}
+	})
+	t.Run("the CLI refuses a bad expiry before calling", func(t *testing.T) {
+		if out, err := runCLI(t, "invites", "create", "--expires", "soon"); err == nil {
+			t.Errorf("invites create --expires soon = %q, want an error", out)
 		}
 	})
 }

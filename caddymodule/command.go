@@ -22,12 +22,12 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "arcane",
-		Usage: "accounts|keys|ledger|usage|audit|request ...",
-		Short: "Manages arcane accounts, API keys and the ledger on a running server",
+		Usage: "accounts|keys|users|invites|ledger|usage|audit|request ...",
+		Short: "Manages arcane accounts, API keys, dashboard users and invites, and the ledger on a running server",
 		Long: `
-Manages arcane's accounts, API keys and ledger through the admin API of a
-running Caddy. The server holds the database file's lock, so these commands
-never open it themselves.
+Manages arcane's accounts, API keys, dashboard users and invites, and the
+ledger through the admin API of a running Caddy. The server holds the
+database file's lock, so these commands never open it themselves.
 
 The admin endpoint is found the way 'caddy reload' finds it: --address if
 given, else the admin address in --config, else the default
@@ -42,6 +42,13 @@ API's answer for scripts. Amounts are US dollars as decimal strings.
   caddy arcane keys create acct_... --name ci --models gpt-5.2 --rpm 60
   caddy arcane keys list acct_...
   caddy arcane keys revoke key_...
+  caddy arcane users list [--account acct_...]
+  caddy arcane users show user_...
+  caddy arcane users disable|enable user_...
+  caddy arcane invites create --note "for Ann" --expires 7d
+  caddy arcane invites create --account acct_... --note "for Bob at Acme"
+  caddy arcane invites list
+  caddy arcane invites revoke invite_...
   caddy arcane ledger acct_... --limit 20
   caddy arcane ledger acct_... --kind charge --model gpt-5.2 --key key_... --since 24h
   caddy arcane usage --since 7d
@@ -52,7 +59,11 @@ API's answer for scripts. Amounts are US dollars as decimal strings.
 Times (--since, inclusive; --until, exclusive) are RFC 3339 or a duration
 before now such as 90m, 24h or 7d. 'audit' replays every ledger against the
 stored balances and the requests index; it exits with status 1 if it finds
-a difference.
+a difference. Disabling a dashboard user logs it out everywhere but leaves
+its account's API keys working: disable the account to stop those. An
+invite created with --account lets the person who signs up with it manage
+that existing account, as one more of its users, instead of opening a new
+one.
 `,
 		CobraFunc: arcaneCommand,
 	})
@@ -164,6 +175,71 @@ func (c *cli) register(cmd *cobra.Command) {
 		},
 	)
 
+	users := &cobra.Command{Use: "users", Short: "Lists, shows, disables and enables dashboard users"}
+	userList := &cobra.Command{
+		Use: "list", Short: "Lists dashboard users", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			q := url.Values{}
+			if v, _ := cmd.Flags().GetString("account"); v != "" {
+				q.Set("account_id", v)
+			}
+			return c.do(http.MethodGet, withQuery("/arcane/users", q), nil, c.printUsers)
+		},
+	}
+	userList.Flags().String("account", "", "Only this account's users (default: every user)")
+	users.AddCommand(userList,
+		&cobra.Command{
+			Use: "show <user-id>", Short: "Shows one dashboard user", Args: cobra.ExactArgs(1),
+			RunE: func(_ *cobra.Command, args []string) error {
+				return c.do(http.MethodGet, "/arcane/users/"+url.PathEscape(args[0]), nil, c.printUser)
+			},
+		},
+		c.userStateCommand("disable", billing.UserDisabled,
+			"Disables a dashboard user and logs it out everywhere; its account's API keys keep working (use 'accounts disable' for those)"),
+		c.userStateCommand("enable", billing.UserActive, "Enables a disabled dashboard user"),
+	)
+
+	invites := &cobra.Command{Use: "invites", Short: "Creates, lists and revokes invite codes for signing up to the dashboard"}
+	inviteCreate := &cobra.Command{
+		Use: "create", Short: "Creates a one-use sign-up code; it is shown once", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			f := cmd.Flags()
+			body := map[string]any{}
+			if v, _ := f.GetString("note"); v != "" {
+				body["note"] = v
+			}
+			if v, _ := f.GetString("account"); v != "" {
+				body["account_id"] = v
+			}
+			if v, _ := f.GetString("expires"); v != "" {
+				t, err := parseExpiry(v, time.Now())
+				if err != nil {
+					return err
+				}
+				body["expires_at"] = t
+			}
+			return c.do(http.MethodPost, "/arcane/invites", body, c.printNewInvite)
+		},
+	}
+	inf := inviteCreate.Flags()
+	inf.String("note", "", "A note for yourself: who the invite is for")
+	inf.String("account", "", "An existing account the person who signs up will manage (default: a new account of their own)")
+	inf.String("expires", "", "When the code stops working: an RFC 3339 time or a duration such as 72h or 7d (default: never)")
+	invites.AddCommand(inviteCreate,
+		&cobra.Command{
+			Use: "list", Short: "Lists invites and whether each is unused, used, revoked or expired (never their codes)", Args: cobra.NoArgs,
+			RunE: func(*cobra.Command, []string) error {
+				return c.do(http.MethodGet, "/arcane/invites", nil, c.printInvites)
+			},
+		},
+		&cobra.Command{
+			Use: "revoke <invite-id>", Short: "Revokes an unused invite: its code stops working", Args: cobra.ExactArgs(1),
+			RunE: func(_ *cobra.Command, args []string) error {
+				return c.do(http.MethodDelete, "/arcane/invites/"+url.PathEscape(args[0]), nil, c.printInvite)
+			},
+		},
+	)
+
 	ledger := &cobra.Command{
 		Use: "ledger <account-id>", Short: "Prints an account's ledger, newest first", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -241,7 +317,7 @@ func (c *cli) register(cmd *cobra.Command) {
 		},
 	}
 
-	cmd.AddCommand(accounts, keys, ledger, usage, audit, request, upstreams)
+	cmd.AddCommand(accounts, keys, users, invites, ledger, usage, audit, request, upstreams)
 }
 
 // setFlags copies cmd's named string flags that are set into q.
@@ -266,6 +342,16 @@ func (c *cli) stateCommand(verb string, state billing.AccountState, short string
 		RunE: func(_ *cobra.Command, args []string) error {
 			return c.do(http.MethodPatch, "/arcane/accounts/"+url.PathEscape(args[0]),
 				map[string]any{"state": state}, c.printAccount)
+		},
+	}
+}
+
+func (c *cli) userStateCommand(verb string, state billing.UserState, short string) *cobra.Command {
+	return &cobra.Command{
+		Use: verb + " <user-id>", Short: short, Args: cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			return c.do(http.MethodPatch, "/arcane/users/"+url.PathEscape(args[0]),
+				map[string]any{"state": state}, c.printUser)
 		},
 	}
 }
@@ -404,6 +490,78 @@ func limitText(n int64) string {
 		return "default"
 	}
 	return strconv.FormatInt(n, 10)
+}
+
+func (c *cli) printUser(data []byte) error {
+	var u billing.User
+	if err := json.Unmarshal(data, &u); err != nil {
+		return err
+	}
+	return c.userRows([]billing.User{u})
+}
+
+func (c *cli) printUsers(data []byte) error {
+	var l list[billing.User]
+	if err := json.Unmarshal(data, &l); err != nil {
+		return err
+	}
+	return c.userRows(l.Data)
+}
+
+func (c *cli) userRows(users []billing.User) error {
+	return c.table("ID\tEMAIL\tACCOUNT\tSTATE\tCREATED\tLAST LOGIN", func(w io.Writer) {
+		for _, u := range users {
+			last := "never"
+			if u.LastLoginAt != nil {
+				last = u.LastLoginAt.Format(time.RFC3339)
+			}
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", u.ID, u.Email, u.AccountID, u.State, u.CreatedAt.Format(time.RFC3339), last)
+		}
+	})
+}
+
+func (c *cli) printNewInvite(data []byte) error {
+	var inv inviteView
+	if err := json.Unmarshal(data, &inv); err != nil {
+		return err
+	}
+	if err := c.inviteRows([]inviteView{inv}); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintf(c.out, "\ncode: %s\nThis is the only time the code is shown: give it to the person who will sign up.\n", inv.Code)
+	return err
+}
+
+func (c *cli) printInvite(data []byte) error {
+	var inv inviteView
+	if err := json.Unmarshal(data, &inv); err != nil {
+		return err
+	}
+	return c.inviteRows([]inviteView{inv})
+}
+
+func (c *cli) printInvites(data []byte) error {
+	var l list[inviteView]
+	if err := json.Unmarshal(data, &l); err != nil {
+		return err
+	}
+	return c.inviteRows(l.Data)
+}
+
+func (c *cli) inviteRows(invites []inviteView) error {
+	return c.table("ID\tSTATE\tACCOUNT\tNOTE\tCREATED\tEXPIRES\tUSED BY", func(w io.Writer) {
+		for _, inv := range invites {
+			account, expires := "new", "never"
+			if inv.AccountID != "" {
+				account = inv.AccountID
+			}
+			if inv.ExpiresAt != nil {
+				expires = inv.ExpiresAt.Format(time.RFC3339)
+			}
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", inv.ID, inv.State, account, inv.Note,
+				inv.CreatedAt.Format(time.RFC3339), expires, inv.UsedBy)
+		}
+	})
 }
 
 func (c *cli) printLedger(data []byte) error {
