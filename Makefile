@@ -2,7 +2,11 @@
 #
 #   make run     build with xcaddy and serve Caddyfile.example with a demo key
 #   make test    everything CI runs: formatting, vet, staticcheck, every test
-#                (the domain packages under the race detector)
+#                (the domain packages under the race detector), the
+#                dashboard's browser test among them (installs its npm
+#                packages; needs Debian's chromium)
+#   make screenshots  the dashboard's pages as PNGs in docs/screenshots, for
+#                the README, taken by the browser test
 #   make build   bin/caddy through xcaddy, as xcaddy.json says
 #   make lint    gofmt, go vet, staticcheck
 #   make bench   the load benchmark: direct mock vs stock Caddy vs arcane
@@ -22,8 +26,17 @@ CADDY          = bin/caddy
 # make run's defaults; override on the command line (make run PORT=9000).
 PORT          ?= 8080
 ADMIN         ?= localhost:2019
+# What a dashboard sign-up gets under make run, to try the API at once.
+STARTING_BALANCE ?= 5.00
 
-.PHONY: build run test race lint bench soak microbench fuzz clean
+# The dashboard's browser test (caddymodule/dashboard_browser_test.go) runs a
+# Playwright script in Debian's chromium (/usr/bin/chromium; .ci/run installs
+# it) with its npm packages, playwright-core alone, installed here; never a
+# downloaded browser.
+BROWSER      = caddymodule/testdata/browser
+BROWSER_DEPS = $(BROWSER)/node_modules/.package-lock.json
+
+.PHONY: build run test screenshots race lint bench soak microbench fuzz clean
 
 build: $(XCADDY)
 	$(XCADDY) build $$($(GO) run ./cmd/xcaddyargs xcaddy.json) --output $(CADDY)
@@ -35,17 +48,28 @@ $(XCADDY):
 	mv $(TOOLS)/xcaddy $(XCADDY)
 
 run: build
-	ARCANE_DEMO=on ARCANE_SITE=:$(PORT) ARCANE_ADMIN=$(ADMIN) \
+	ARCANE_DEMO=on ARCANE_STARTING_BALANCE=$(STARTING_BALANCE) ARCANE_SITE=:$(PORT) ARCANE_ADMIN=$(ADMIN) \
 		$(CADDY) run --config Caddyfile.example --adapter caddyfile
 
 # The domain packages run under the race detector. The Caddy glue and the
 # built-binary tests run without it: instrumenting all of Caddy for -race
 # costs more CI time on two cores than the glue's few goroutines repay
 # (run `make race` for the whole tree).
-test: lint
+test: lint $(BROWSER_DEPS)
 	$(GO) test -race -count=1 ./billing/... ./ratelimit/... ./upstream/...
 	$(GO) test -count=1 ./...
 	@echo "make test: all passed"
+
+# The browser test's npm packages (see BROWSER above), installed as
+# package-lock.json pins them, again whenever it changes.
+$(BROWSER_DEPS): $(BROWSER)/package.json $(BROWSER)/package-lock.json
+	npm ci --prefix $(BROWSER) --no-audit --no-fund
+	@touch $@
+
+# Full-page screenshots of every dashboard page, for the README: the
+# browser test's story, saved as it goes.
+screenshots: $(BROWSER_DEPS)
+	ARCANE_SCREENSHOTS=$(CURDIR)/docs/screenshots $(GO) test -count=1 -run TestDashboardInBrowser ./caddymodule/
 
 race:
 	$(GO) test -race -count=1 ./...
@@ -89,7 +113,8 @@ FUZZ_TARGETS = \
 	./upstream/tokens:FuzzCount ./upstream/tokens:FuzzBoundary \
 	./upstream/mock:FuzzChatCompletions ./upstream/mock:FuzzMessages \
 	./billing:FuzzCost ./upstream/openai:FuzzAppendUsageCost ./ratelimit:FuzzAllow \
-	./upstream/anthropic:FuzzRequest ./upstream/anthropic:FuzzStream ./upstream/anthropic:FuzzFastDelta
+	./upstream/anthropic:FuzzRequest ./upstream/anthropic:FuzzStream ./upstream/anthropic:FuzzFastDelta \
+	./billing:FuzzCheckPassword ./billing:FuzzNormalizeEmail
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \
