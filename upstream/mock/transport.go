@@ -65,6 +65,12 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 
 	select {
 	case res := <-rw.headers:
+		if err := req.Context().Err(); err != nil {
+			// The caller gave up while the handler was answering: as a
+			// real transport, no response.
+			pr.CloseWithError(err)
+			return nil, err
+		}
 		return res.response(req, pr, cancel)
 	case <-ctx.Done():
 		if err := req.Context().Err(); err != nil {
@@ -157,11 +163,16 @@ func (w *pipeWriter) Flush() { _ = w.FlushError() }
 // ended first.
 func (w *pipeWriter) serve(h http.Handler, r *http.Request, reqBody io.ReadCloser, stop func() bool, cancel context.CancelFunc) {
 	defer cancel()
-	defer func() {
+	// A RoundTripper closes the request body: here before the response
+	// body ends, so that a caller who read it to the end sees the request
+	// body closed; deferred for a handler that panicked.
+	closeBody := func() {
 		if reqBody != nil {
-			reqBody.Close() // a RoundTripper closes the request body
+			reqBody.Close()
+			reqBody = nil
 		}
-	}()
+	}
+	defer closeBody()
 	defer func() {
 		if v := recover(); v != nil {
 			err := fmt.Errorf("mock: handler panicked: %v", v)
@@ -175,11 +186,17 @@ func (w *pipeWriter) serve(h http.Handler, r *http.Request, reqBody io.ReadClose
 		}
 	}()
 	h.ServeHTTP(w, r)
+	closeBody()
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
 	}
 	err := w.bw.Flush()
 	if stop() { // else the context ended and already closed the pipe
+		if cerr := r.Context().Err(); err == nil && cerr != nil {
+			// The context ended while the handler was returning, before
+			// its AfterFunc ran: the body still ends with its error.
+			err = cerr
+		}
 		w.pw.CloseWithError(err) // nil: EOF
 	}
 	putBufio(w.bw)
