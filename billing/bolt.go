@@ -74,12 +74,15 @@ type BoltStore struct {
 	gc   *committer
 
 	// password is the cost of new password hashes. hashSlots bounds the
-	// hashes computed at once, so a burst of log-ins takes at most
-	// GOMAXPROCS times the memory of one hash. dummyHash is what Login
+	// hashes computed at once to half the CPUs (at least one), so a burst
+	// of log-ins takes at most that many times the memory of one hash and
+	// leaves the other CPUs to the API; a hash that waits more than
+	// hashWait for a slot fails with ErrBusy. dummyHash is what Login
 	// checks a password against when the email is unknown. hashes counts
 	// the hashes computed, so tests can see that every log-in costs one.
 	password  PasswordParams
 	hashSlots chan struct{}
+	hashWait  time.Duration
 	dummyHash func() (string, error)
 	hashes    atomic.Int64
 }
@@ -145,8 +148,9 @@ func OpenBolt(path string, opts BoltOptions) (*BoltStore, error) {
 		return nil, fmt.Errorf("initialising database %s: %w", path, err)
 	}
 	s := &BoltStore{db: db, now: opts.Now, rand: opts.Rand, password: password,
-		hashSlots: make(chan struct{}, runtime.GOMAXPROCS(0))}
-	s.dummyHash = sync.OnceValues(func() (string, error) { return s.hashPassword("not anyone's password") })
+		hashSlots: make(chan struct{}, max(1, runtime.GOMAXPROCS(0)/2)), hashWait: 2 * time.Second}
+	// Made once, outside the slots: an ErrBusy must not be kept.
+	s.dummyHash = sync.OnceValues(func() (string, error) { return HashPassword("not anyone's password", s.password, s.rand) })
 	s.startCommitter()
 	return s, nil
 }

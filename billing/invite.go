@@ -167,19 +167,28 @@ func (s *BoltStore) RevokeInvite(id string) (Invite, error) {
 // useInvite marks an invite code used by userID at now, inside tx, and
 // returns it, or fails with ErrInviteInvalid.
 func useInvite(tx *bolt.Tx, code, userID string, now time.Time) (Invite, error) {
+	inv, err := findInvite(tx, code, now)
+	if err != nil {
+		return Invite{}, err
+	}
+	inv.UsedBy, inv.UsedAt = userID, &now
+	return inv, putJSON(tx.Bucket(bucketInvites), inv.ID, &inv)
+}
+
+// findInvite returns the unused invite a code belongs to, or
+// ErrInviteInvalid.
+func findInvite(tx *bolt.Tx, code string, now time.Time) (Invite, error) {
 	hash := sha256.Sum256([]byte(code))
 	id := tx.Bucket(bucketInviteHashes).Get(hash[:])
 	if id == nil {
 		return Invite{}, ErrInviteInvalid
 	}
-	b := tx.Bucket(bucketInvites)
 	var inv Invite
-	if err := getJSON(b, string(id), &inv, "invite"); err != nil {
+	if err := getJSON(tx.Bucket(bucketInvites), string(id), &inv, "invite"); err != nil {
 		return Invite{}, err
 	}
 	if inv.State(now) != InviteUnused {
 		return Invite{}, ErrInviteInvalid
 	}
-	inv.UsedBy, inv.UsedAt = userID, &now
-	return inv, putJSON(b, inv.ID, &inv)
+	return inv, nil
 }

@@ -8,6 +8,8 @@ import (
 	"hash/crc32"
 	"io"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // An API key secret reads "ak_" + 43 base62 characters drawn uniformly from
@@ -189,6 +191,10 @@ func (s KeySpec) Validate(now time.Time) error {
 	switch {
 	case len(s.Name) > 200:
 		return fmt.Errorf("%w: name is longer than 200 bytes", ErrInvalid)
+	case !printable(s.Name):
+		// Names are shown in terminals (caddy arcane keys list) and pages;
+		// a client choosing one must not be able to write control codes.
+		return fmt.Errorf("%w: name must be valid UTF-8 without control or formatting characters", ErrInvalid)
 	case s.RPM < 0 || s.TPM < 0:
 		return fmt.Errorf("%w: rpm and tpm must not be negative", ErrInvalid)
 	case s.ExpiresAt != nil && !s.ExpiresAt.After(now):
@@ -200,6 +206,20 @@ func (s KeySpec) Validate(now time.Time) error {
 		}
 	}
 	return nil
+}
+
+// printable reports whether s is valid UTF-8 with no control or
+// formatting (Cf: bidirectional overrides, zero-width) characters.
+func printable(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) || unicode.Is(unicode.Cf, r) {
+			return false
+		}
+	}
+	return true
 }
 
 // defaultRand is where secrets and ids come from outside tests.

@@ -352,6 +352,11 @@ func TestKeySpecValidate(t *testing.T) {
 		{"an expiry in the past is refused", KeySpec{ExpiresAt: &past}, true},
 		{"an expiry at exactly now is refused", KeySpec{ExpiresAt: &now}, true},
 		{"an empty model name is refused", KeySpec{Models: []string{"gpt-x", ""}}, true},
+		{"a name in any script is valid", KeySpec{Name: "clé de prod 本番"}, false},
+		{"a name with a terminal escape is refused", KeySpec{Name: "ci\x1b[2K\rkey_FAKE"}, true},
+		{"a name with a newline is refused", KeySpec{Name: "ci\nprod"}, true},
+		{"a name with a bidirectional override is refused", KeySpec{Name: "ci\u202eprod"}, true},
+		{"a name that is not UTF-8 is refused", KeySpec{Name: "ci\xff"}, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -113,11 +113,35 @@ func accountName(email string) string {
 	return email[:cut]
 }
 
+// ErrBusy is returned when every password-hashing slot stayed taken for
+// two seconds: the caller should ask the client to retry shortly.
+var ErrBusy = errors.New("too many password checks at once; try again shortly")
+
+// hashSlot takes a hashing slot, waiting at most s.hashWait; release
+// gives it back.
+func (s *BoltStore) hashSlot() (release func(), err error) {
+	select {
+	case s.hashSlots <- struct{}{}:
+	default:
+		t := time.NewTimer(s.hashWait)
+		defer t.Stop()
+		select {
+		case s.hashSlots <- struct{}{}:
+		case <-t.C:
+			return nil, ErrBusy
+		}
+	}
+	return func() { <-s.hashSlots }, nil
+}
+
 // hashPassword hashes with the store's parameters once a hashing slot is
 // free.
 func (s *BoltStore) hashPassword(pw string) (string, error) {
-	s.hashSlots <- struct{}{}
-	defer func() { <-s.hashSlots }()
+	release, err := s.hashSlot()
+	if err != nil {
+		return "", err
+	}
+	defer release()
 	s.hashes.Add(1)
 	return HashPassword(pw, s.password, s.rand)
 }
@@ -125,8 +149,11 @@ func (s *BoltStore) hashPassword(pw string) (string, error) {
 // checkPassword checks pw against an encoded hash once a hashing slot is
 // free.
 func (s *BoltStore) checkPassword(encoded, pw string) (bool, error) {
-	s.hashSlots <- struct{}{}
-	defer func() { <-s.hashSlots }()
+	release, err := s.hashSlot()
+	if err != nil {
+		return false, err
+	}
+	defer release()
 	s.hashes.Add(1)
 	return CheckPassword(encoded, pw)
 }
@@ -167,6 +194,17 @@ func (s *BoltStore) CreateUser(email, password string, balance Amount, invite st
 	acctID, err := newID(s.rand, "acct_")
 	if err != nil {
 		return User{}, Account{}, err
+	}
+	if invite != "" {
+		// A code that cannot work costs no hash. (The transaction checks
+		// it again.)
+		err := s.db.View(func(tx *bolt.Tx) error {
+			_, err := findInvite(tx, invite, s.now().UTC())
+			return err
+		})
+		if err != nil {
+			return User{}, Account{}, err
+		}
 	}
 	encoded, err := s.hashPassword(password)
 	if err != nil {

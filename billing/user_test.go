@@ -363,6 +363,53 @@ func TestConcurrentLoginsShareTheHashingSlots(t *testing.T) {
 	}
 }
 
+func TestLoginIsBusyWhenEveryHashingSlotStaysTaken(t *testing.T) {
+	s, _, _ := openUserStore(t)
+	mustCreateUser(t, s, "ann@example.com", "hunter2hunter2", 0)
+	s.hashWait = time.Millisecond
+	for range cap(s.hashSlots) {
+		s.hashSlots <- struct{}{}
+	}
+	before := s.hashes.Load()
+	if _, err := s.Login("ann@example.com", "hunter2hunter2"); !errors.Is(err, ErrBusy) {
+		t.Fatalf("Login with every slot taken: %v, want ErrBusy", err)
+	}
+	if _, _, err := s.CreateUser("bob@example.com", "hunter2hunter2", 0, ""); !errors.Is(err, ErrBusy) {
+		t.Fatalf("CreateUser with every slot taken: %v, want ErrBusy", err)
+	}
+	if n := s.hashes.Load() - before; n != 0 {
+		t.Errorf("%d hashes computed without a slot", n)
+	}
+	if _, users := countRecords(t, s); users != 1 {
+		t.Errorf("%d users after a busy sign-up, want 1", users)
+	}
+	for range cap(s.hashSlots) {
+		<-s.hashSlots
+	}
+	if _, err := s.Login("ann@example.com", "hunter2hunter2"); err != nil {
+		t.Fatalf("Login once slots are free: %v", err)
+	}
+}
+
+func TestASignUpWithAnInviteThatCannotWorkCostsNoHash(t *testing.T) {
+	s, clock, _ := openUserStore(t)
+	expires := clock.Now().Add(time.Hour)
+	_, expiring, err := s.CreateInvite(InviteSpec{ExpiresAt: &expires})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(2 * time.Hour)
+	for _, code := range []string{"inv_unknown", expiring} {
+		before := s.hashes.Load()
+		if _, _, err := s.CreateUser("ann@example.com", "hunter2hunter2", 0, code); !errors.Is(err, ErrInviteInvalid) {
+			t.Fatalf("CreateUser with %q: %v, want ErrInviteInvalid", code, err)
+		}
+		if n := s.hashes.Load() - before; n != 0 {
+			t.Errorf("a sign-up with a dead invite computed %d hashes", n)
+		}
+	}
+}
+
 func TestUsersListsOldestFirst(t *testing.T) {
 	s, clock, _ := openUserStore(t)
 	var want []string

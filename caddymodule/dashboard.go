@@ -52,16 +52,22 @@ type Dashboard struct {
 	// SessionLifetime is how long a log-in lasts. Default: 7d.
 	SessionLifetime caddy.Duration `json:"session_lifetime,omitempty"`
 
-	// LoginLimit bounds log-in attempts per email. Default: 5 per 15m.
+	// LoginLimit bounds log-in and sign-up attempts per email. Default:
+	// 5 per 15m.
 	LoginLimit *Rate `json:"login_limit,omitempty"`
 
 	// AddressLimit bounds log-in and sign-up attempts per client address
-	// (Caddy's client IP, which honours trusted_proxies). Default: 20 per
-	// 15m.
+	// (Caddy's client IP, which honours trusted_proxies; an IPv6 client's
+	// /64). Default: 20 per 15m.
 	AddressLimit *Rate `json:"address_limit,omitempty"`
 
-	// MaxKeys bounds an account's active keys made in the dashboard.
-	// Default: 20.
+	// SignupLimit bounds the sign-ups of the whole gateway, whoever makes
+	// them: with a starting balance each one is credit. Default: 100 per
+	// 1h.
+	SignupLimit *Rate `json:"signup_limit,omitempty"`
+
+	// MaxKeys bounds an account's active keys (however they were made)
+	// when one is created in the dashboard. Default: 20.
 	MaxKeys int `json:"max_keys,omitempty"`
 
 	// KeyMaxRPM and KeyMaxTPM, when set, let clients give a key its own
@@ -118,6 +124,9 @@ func (h *Dashboard) Provision(ctx caddy.Context) error {
 	if r := h.AddressLimit; r != nil {
 		cfg.AddressLimit = ratelimit.Limit{Count: r.Count, Window: time.Duration(r.Window)}
 	}
+	if r := h.SignupLimit; r != nil {
+		cfg.SignupLimit = ratelimit.Limit{Count: r.Count, Window: time.Duration(r.Window)}
+	}
 	var models []dashboard.Model
 	for _, m := range app.catalog.Models() {
 		models = append(models, dashboard.Model{ID: m.ID, OwnedBy: m.OwnedBy, ContextLength: m.ContextLength, Price: app.prices[m.ID]})
@@ -156,6 +165,7 @@ func (h *Dashboard) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhtt
 //		session_lifetime <duration>
 //		login_limit      <count> <window>
 //		address_limit    <count> <window>
+//		signup_limit     <count> <window>
 //		max_keys         <n>
 //		key_max_rpm      <n>
 //		key_max_tpm      <n>
@@ -176,16 +186,12 @@ func (h *Dashboard) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		}
 		seen[opt] = true
 		args := d.RemainingArgs()
-		if opt == "login_limit" || opt == "address_limit" {
+		if dst := map[string]**Rate{"login_limit": &h.LoginLimit, "address_limit": &h.AddressLimit, "signup_limit": &h.SignupLimit}[opt]; dst != nil {
 			rate, err := parseRate(args)
 			if err != nil {
 				return d.Errf("arcane_dashboard %s: %v", opt, err)
 			}
-			if opt == "login_limit" {
-				h.LoginLimit = rate
-			} else {
-				h.AddressLimit = rate
-			}
+			*dst = rate
 			continue
 		}
 		if len(args) != 1 {

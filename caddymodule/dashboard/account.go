@@ -34,7 +34,9 @@ func (h *Handler) loginPage(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
-	r.Body = http.MaxBytesReader(w, r.Body, maxForm)
+	if !h.readForm(w, r) {
+		return
+	}
 	if !formTokenOK(r) {
 		h.forbidden(w, r, "This form has expired. Reload the page and try again.")
 		return
@@ -44,11 +46,13 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 		f.Error = msg
 		h.render(w, r, status, "login", page{CSRF: h.formToken(w, r), Data: f})
 	}
-	// Unknown emails spend a budget too (under their normalized form when
-	// they have one), so the limits say nothing about which emails exist.
+	// Unknown emails spend a budget too, so the limits say nothing about
+	// which emails exist. What is not an email at all (no account can
+	// have it, and Login refuses it without a hash) spends only the
+	// address's budget: it gets no budget of its own to fill memory with.
 	email, err := billing.NormalizeEmail(f.Email)
 	if err != nil {
-		email = strings.ToLower(f.Email)
+		email = ""
 	}
 	if wait, ok := h.attempt(r, email); !ok {
 		answer(http.StatusTooManyRequests, h.tooMany(w, wait))
@@ -61,6 +65,10 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 		return
 	case errors.Is(err, billing.ErrUserDisabled):
 		answer(http.StatusForbidden, "This account is disabled. "+h.cfg.Billing)
+		return
+	case errors.Is(err, billing.ErrBusy):
+		w.Header().Set("Retry-After", "1")
+		answer(http.StatusServiceUnavailable, "Too many log-ins at once. Try again in a moment.")
 		return
 	case err != nil:
 		h.serverError(w, r, "logging in", err)
@@ -88,7 +96,9 @@ func (h *Handler) signupPage(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) signup(w http.ResponseWriter, r *http.Request) {
-	r.Body = http.MaxBytesReader(w, r.Body, maxForm)
+	if !h.readForm(w, r) {
+		return
+	}
 	if !formTokenOK(r) {
 		h.forbidden(w, r, "This form has expired. Reload the page and try again.")
 		return
@@ -124,8 +134,18 @@ func (h *Handler) signup(w http.ResponseWriter, r *http.Request) {
 		answer(http.StatusBadRequest, "The two passwords differ.")
 		return
 	}
+	// The gateway's sign-ups are limited as a whole too: with a starting
+	// balance, each one is credit, and addresses are cheap.
+	if d := h.limiter.Allow("dashboard/signups", h.cfg.SignupLimit, 1); !d.Allowed {
+		answer(http.StatusTooManyRequests, h.tooMany(w, d.RetryAfter))
+		return
+	}
 	user, _, err := h.store.CreateUser(f.Email, password, h.cfg.StartingBalance, f.Invite)
 	switch {
+	case errors.Is(err, billing.ErrBusy):
+		w.Header().Set("Retry-After", "1")
+		answer(http.StatusServiceUnavailable, "Too many sign-ups at once. Try again in a moment.")
+		return
 	case errors.Is(err, billing.ErrInviteInvalid):
 		answer(http.StatusForbidden, "This invite code is unknown, used, revoked or expired.")
 		return
@@ -150,7 +170,9 @@ func (h *Handler) signup(w http.ResponseWriter, r *http.Request) {
 // logout ends the browser's session. Without a valid session there is
 // nothing to end and nothing to protect: it clears the cookie either way.
 func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
-	r.Body = http.MaxBytesReader(w, r.Body, maxForm)
+	if !h.readForm(w, r) {
+		return
+	}
 	v, err := h.visit(r)
 	if err == nil {
 		if !sameToken(r.PostFormValue(csrfField), v.session.CSRF) {

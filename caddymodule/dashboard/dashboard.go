@@ -51,10 +51,12 @@ type Config struct {
 	StartingBalance billing.Amount
 	// SessionLifetime is how long a log-in lasts. Default 7 days.
 	SessionLifetime time.Duration
-	// LoginLimit bounds log-in attempts per email; AddressLimit bounds
-	// log-in and sign-up attempts per client address.
-	LoginLimit, AddressLimit ratelimit.Limit
-	// MaxKeys bounds an account's active keys made in the dashboard.
+	// LoginLimit bounds log-in and sign-up attempts per email;
+	// AddressLimit bounds them per client address (an IPv6 address's
+	// /64); SignupLimit bounds the sign-ups of the whole gateway.
+	LoginLimit, AddressLimit, SignupLimit ratelimit.Limit
+	// MaxKeys bounds an account's active keys (however made) when one is
+	// created in the dashboard.
 	MaxKeys int
 	// MaxRPM and MaxTPM, when positive, let clients give a key its own
 	// request and token limits up to these; when zero, keys made in the
@@ -75,12 +77,14 @@ const (
 	DefaultMaxKeys         = 20
 )
 
-// DefaultLoginLimit and DefaultAddressLimit apply when Config leaves
-// them zero: 5 log-ins per email and 20 attempts per address per 15
-// minutes, after a burst of that many.
+// DefaultLoginLimit, DefaultAddressLimit and DefaultSignupLimit apply
+// when Config leaves them zero: 5 attempts per email and 20 per address
+// per 15 minutes, and 100 sign-ups an hour, each after a burst of that
+// many.
 var (
 	DefaultLoginLimit   = ratelimit.Limit{Count: 5, Window: 15 * time.Minute}
 	DefaultAddressLimit = ratelimit.Limit{Count: 20, Window: 15 * time.Minute}
+	DefaultSignupLimit  = ratelimit.Limit{Count: 100, Window: time.Hour}
 )
 
 // Model is a catalog entry as the dashboard shows it.
@@ -105,6 +109,7 @@ type Handler struct {
 	clientAddr func(*http.Request) string
 	cop        *http.CrossOriginProtection
 	mux        *http.ServeMux
+	scans      usageCache
 }
 
 // Deps are the services a Handler uses.
@@ -170,7 +175,8 @@ func (c *Config) validate() error {
 	case c.MaxRPM < 0 || c.MaxTPM < 0:
 		return errors.New("dashboard: key_max_rpm and key_max_tpm must not be negative")
 	case c.LoginLimit != (ratelimit.Limit{}) && !c.LoginLimit.Valid(),
-		c.AddressLimit != (ratelimit.Limit{}) && !c.AddressLimit.Valid():
+		c.AddressLimit != (ratelimit.Limit{}) && !c.AddressLimit.Valid(),
+		c.SignupLimit != (ratelimit.Limit{}) && !c.SignupLimit.Valid():
 		return errors.New("dashboard: login limits need a positive count and window")
 	}
 	if c.APIURL != "" && !strings.HasPrefix(c.APIURL, "http://") && !strings.HasPrefix(c.APIURL, "https://") {
@@ -194,6 +200,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.AddressLimit == (ratelimit.Limit{}) {
 		c.AddressLimit = DefaultAddressLimit
+	}
+	if c.SignupLimit == (ratelimit.Limit{}) {
+		c.SignupLimit = DefaultSignupLimit
 	}
 	if c.MaxKeys == 0 {
 		c.MaxKeys = DefaultMaxKeys

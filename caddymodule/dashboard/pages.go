@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/arcaneapi/caddy-arcane/billing"
+	"github.com/arcaneapi/caddy-arcane/ratelimit"
 )
 
 // The pages behind the log-in: overview, keys, usage and models.
@@ -35,12 +36,12 @@ func (h *Handler) overview(w http.ResponseWriter, r *http.Request, v *visit) {
 		return
 	}
 	now := h.now().UTC()
-	month := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC)
-	usage, err := h.store.Usage(billing.UsageQuery{AccountID: acct.ID, Since: month})
+	days, _, err := h.dailyUsage(acct.ID)
 	if err != nil {
 		h.serverError(w, r, "summing this month's usage", err)
 		return
 	}
+	_, month := usageWindow(now)
 	keys, err := h.store.Keys(acct.ID)
 	if err != nil {
 		h.serverError(w, r, "listing keys", err)
@@ -51,7 +52,10 @@ func (h *Handler) overview(w http.ResponseWriter, r *http.Request, v *visit) {
 		APIURL: h.apiURL(r), Model: "gpt-5.2", OtherModel: "claude-sonnet-4-6", Billing: h.cfg.Billing,
 	}
 	d.Available = d.Balance - d.Held
-	for _, u := range usage {
+	for _, u := range days {
+		if u.Day.Before(month) {
+			continue
+		}
 		d.MonthCost += u.Cost
 		d.MonthRequests += u.Requests
 		d.MonthTokens += u.PromptTokens + u.CompletionTokens
@@ -87,9 +91,20 @@ type keyRow struct {
 	State string
 }
 
+// shownInactive is how many revoked or expired keys the keys page lists,
+// newest first.
+const shownInactive = 20
+
+// keyCreations bounds the keys an account may create in the dashboard, so
+// that creating and revoking in a loop cannot fill the store.
+var keyCreations = ratelimit.Limit{Count: 20, Window: time.Hour}
+
 type keysData struct {
-	Keys   []keyRow
-	Models []string
+	Keys []keyRow
+	// Active counts the active keys (the first in Keys); Hidden the
+	// inactive ones not listed.
+	Active, Hidden int
+	Models         []string
 	// Caps on a key's own limits; zero hides the field.
 	MaxRPM, MaxTPM int64
 	MaxKeys        int
@@ -124,6 +139,18 @@ func (h *Handler) keysData(accountID string) (keysData, error) {
 	slices.SortStableFunc(d.Keys, func(a, b keyRow) int {
 		return boolInt(a.State != string(billing.KeyActive)) - boolInt(b.State != string(billing.KeyActive))
 	})
+	// Every active key, and the most recent inactive ones.
+	for i, k := range d.Keys {
+		if k.State != string(billing.KeyActive) {
+			d.Active = i
+			if n := len(d.Keys) - i; n > shownInactive {
+				d.Hidden = n - shownInactive
+				d.Keys = d.Keys[:i+shownInactive]
+			}
+			break
+		}
+		d.Active = i + 1
+	}
 	for _, m := range h.models {
 		d.Models = append(d.Models, m.ID)
 	}
@@ -167,20 +194,19 @@ func (h *Handler) createKey(w http.ResponseWriter, r *http.Request, v *visit) {
 	d.Form = keyForm{Name: strings.TrimSpace(r.PostFormValue("name")), Models: r.PostForm["models"],
 		RPM: strings.TrimSpace(r.PostFormValue("rpm")), TPM: strings.TrimSpace(r.PostFormValue("tpm"))}
 	spec, err := h.keySpec(d.Form)
+	status := http.StatusBadRequest
+	if err == nil && d.Active >= h.cfg.MaxKeys {
+		err = problem("This account has %d active keys, the most allowed. Revoke one first.", d.Active)
+	}
 	if err == nil {
-		active := 0
-		for _, k := range d.Keys {
-			if k.State == string(billing.KeyActive) {
-				active++
-			}
-		}
-		if active >= h.cfg.MaxKeys {
-			err = problem("This account has %d active keys, the most allowed. Revoke one first.", active)
+		if dec := h.limiter.Allow("dashboard/keys/"+v.user.AccountID, keyCreations, 1); !dec.Allowed {
+			status = http.StatusTooManyRequests
+			err = problem("%s", h.tooMany(w, dec.RetryAfter))
 		}
 	}
 	if err != nil {
 		d.Error = err.Error()
-		h.render(w, r, http.StatusBadRequest, "keys", page{Nav: "keys", visit: v, Data: d})
+		h.render(w, r, status, "keys", page{Nav: "keys", visit: v, Data: d})
 		return
 	}
 	key, secret, err := h.store.CreateKey(v.user.AccountID, spec)
@@ -303,12 +329,17 @@ func (h *Handler) usage(w http.ResponseWriter, r *http.Request, v *visit) {
 	if more && len(rows) > 0 {
 		d.Older = rows[len(rows)-1].Seq
 	}
-	now := h.now().UTC()
-	today := time.Date(now.Year(), now.Month(), now.Day(), 0, 0, 0, 0, time.UTC)
-	since := today.AddDate(0, 0, 1-chartDays)
-	if d.Days, err = h.store.DailyUsage(v.user.AccountID, since, now.Add(time.Nanosecond)); err != nil {
+	days, _, err := h.dailyUsage(v.user.AccountID)
+	if err != nil {
 		h.serverError(w, r, "summing daily usage", err)
 		return
+	}
+	now := h.now().UTC()
+	since := time.Date(now.Year(), now.Month(), now.Day(), 0, 0, 0, 0, time.UTC).AddDate(0, 0, 1-chartDays)
+	for _, u := range days {
+		if !u.Day.Before(since) {
+			d.Days = append(d.Days, u)
+		}
 	}
 	d.Tokens, d.Cost = charts(d.Days, since, chartDays)
 	keys, err := h.store.Keys(v.user.AccountID)

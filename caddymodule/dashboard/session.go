@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"time"
 
@@ -50,7 +51,9 @@ func (h *Handler) signedIn(page func(http.ResponseWriter, *http.Request, *visit)
 			return
 		}
 		if r.Method == http.MethodPost {
-			r.Body = http.MaxBytesReader(w, r.Body, maxForm)
+			if !h.readForm(w, r) {
+				return
+			}
 			if !sameToken(r.PostFormValue(csrfField), v.session.CSRF) {
 				h.forbidden(w, r, "This form has expired. Reload the page and try again.")
 				return
@@ -102,6 +105,23 @@ func (h *Handler) clearCookie(w http.ResponseWriter, r *http.Request, name strin
 		HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteLaxMode})
 }
 
+// readForm reads a POSTed form of at most maxForm bytes; when it cannot,
+// it answers (413 or 400) and returns false.
+func (h *Handler) readForm(w http.ResponseWriter, r *http.Request) bool {
+	r.Body = http.MaxBytesReader(w, r.Body, maxForm)
+	err := r.ParseForm()
+	if err == nil {
+		return true
+	}
+	var tooLarge *http.MaxBytesError
+	if errors.As(err, &tooLarge) {
+		h.render(w, r, http.StatusRequestEntityTooLarge, "error", page{Data: "This form is too large."})
+	} else {
+		h.render(w, r, http.StatusBadRequest, "error", page{Data: "This form could not be read. Reload the page and try again."})
+	}
+	return false
+}
+
 // formToken returns the double-submit token for a form shown before
 // log-in, setting its cookie when the browser has none.
 func (h *Handler) formToken(w http.ResponseWriter, r *http.Request) string {
@@ -138,7 +158,7 @@ func randomToken() string {
 // budget and, when email is set, from that email's. It returns how long
 // to wait when either budget is spent.
 func (h *Handler) attempt(r *http.Request, email string) (wait time.Duration, ok bool) {
-	addr := h.limiter.Allow("dashboard/addr/"+h.clientAddr(r), h.cfg.AddressLimit, 1)
+	addr := h.limiter.Allow("dashboard/addr/"+addressKey(h.clientAddr(r)), h.cfg.AddressLimit, 1)
 	if !addr.Allowed {
 		return addr.RetryAfter, false
 	}
@@ -162,4 +182,26 @@ func (h *Handler) tooMany(w http.ResponseWriter, wait time.Duration) string {
 		unit = "minute"
 	}
 	return "Too many attempts. Try again in " + strconv.FormatInt(mins, 10) + " " + unit + "."
+}
+
+// addressKey is what an address's budget is kept under: an IPv4 address
+// itself, an IPv6 address's /64 (one subscriber or host usually holds a
+// whole /64, so counting its addresses one by one would count nothing).
+// Anything that is not an IP address is kept as it is, cut to 64 bytes.
+func addressKey(addr string) string {
+	ip, err := netip.ParseAddr(addr)
+	if err != nil {
+		if ap, err2 := netip.ParseAddrPort(addr); err2 == nil {
+			ip, err = ap.Addr(), nil
+		}
+	}
+	if err != nil {
+		return addr[:min(len(addr), 64)]
+	}
+	ip = ip.Unmap()
+	if ip.Is4() {
+		return ip.String()
+	}
+	p, _ := ip.WithZone("").Prefix(64)
+	return p.String()
 }
