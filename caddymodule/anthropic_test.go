@@ -1608,11 +1608,11 @@ func TestAnthropicUpstreamErrors(t *testing.T) {
 	}
 	// notCharged checks an upstream refusal left a zero-cost row and the
 	// funds as they were.
-	notCharged := func(t *testing.T, resp chatResponse) {
+	notCharged := func(t *testing.T, resp chatResponse, outcome string) {
 		t.Helper()
 		id := requestID(t, resp.Header)
 		assertCharge(t, requestRow(t, env.acct.ID, id), ledgerRow{RequestID: id, KeyID: env.key.ID, Model: claudeModel,
-			Deployment: "claude/" + claudeDeployment, Outcome: "upstream_error"}, 0)
+			Deployment: "claude/" + claudeDeployment, Outcome: outcome}, 0)
 		assertFunds(t, env.acct.ID, opening)
 	}
 
@@ -1646,7 +1646,7 @@ func TestAnthropicUpstreamErrors(t *testing.T) {
 			if strings.Contains(string(resp.Body), claudeDeployment) || strings.Contains(e.Message, "req_011") {
 				t.Errorf("the error shows the deployment's model or Anthropic's request id: %s", resp.Body)
 			}
-			notCharged(t, resp)
+			notCharged(t, resp, "upstream_error")
 		})
 	}
 
@@ -1684,7 +1684,7 @@ func TestAnthropicUpstreamErrors(t *testing.T) {
 			if got := env.anth.last(t).Header.Get("X-Api-Key"); got != env.anthKey {
 				t.Errorf("x-api-key %q, want the configured key", got)
 			}
-			notCharged(t, resp)
+			notCharged(t, resp, "upstream_error")
 		}
 	})
 
@@ -1700,7 +1700,7 @@ func TestAnthropicUpstreamErrors(t *testing.T) {
 		if req := env.lastAnthropic(t, claudeDeployment); req.Temperature == nil || *req.Temperature != 0.5 || req.TopP == nil || *req.TopP != 0.9 {
 			t.Errorf("upstream temperature %s, top_p %s; want 0.5 and 0.9", show(req.Temperature), show(req.TopP))
 		}
-		notCharged(t, resp)
+		notCharged(t, resp, "invalid_request")
 	})
 
 	env.anth.handle(anthropicReplies(env.anthKey, plainReply))

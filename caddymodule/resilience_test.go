@@ -1368,7 +1368,7 @@ func TestResilienceRequestRefusalIsNotRetried(t *testing.T) {
 	if got := env.calls(); got[0] != 1 || got[1] != 0 {
 		t.Errorf("requests a, b = %v, want a's one and nothing to b", got)
 	}
-	env.assertRow(t, id, a.deployment(), 1, "upstream_error", 0)
+	env.assertRow(t, id, a.deployment(), 1, "invalid_request", 0)
 	deps, _, _ := env.upstreams(t)
 	if d := deps[a.deployment()]; d.State != "closed" || d.Requests != 1 || d.Failures != 0 {
 		t.Errorf("a is %+v, want one request and no failure: a refused request says nothing against the deployment", d)

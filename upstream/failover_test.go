@@ -542,8 +542,8 @@ func TestFailover(t *testing.T) {
 		}
 		wantNothingWritten(t, w)
 		wantTries(t, x, 1)
-		if x.Deployment.Name() != "a/private-2025" || x.Delivered {
-			t.Fatalf("deployment %s delivered %v", x.Deployment.Name(), x.Delivered)
+		if x.Deployment.Name() != "a/private-2025" || x.Delivered || x.Outcome != OutcomeInvalidRequest {
+			t.Fatalf("deployment %s delivered %v outcome %s", x.Deployment.Name(), x.Delivered, x.Outcome)
 		}
 		f.wantCalls(1, 0)
 		f.wantHealth(0, StateClosed, 1, 0, 0)

@@ -39,6 +39,10 @@ const (
 	OutcomeOK            Outcome = "ok"
 	OutcomeClientClosed  Outcome = "client_closed"
 	OutcomeUpstreamError Outcome = "upstream_error"
+	// OutcomeInvalidRequest: the provider refused the request itself (a
+	// 4xx such as 400 or 422, passed on to the client); the deployment
+	// works and nothing is charged.
+	OutcomeInvalidRequest Outcome = "invalid_request"
 )
 
 // Exchange is one chat completion passing through the proxy: what the
@@ -297,6 +301,7 @@ func (p *Proxy) deploymentError(resp *http.Response, status int, cause error) *E
 // 4xx other than those deploymentError answers): its words, with its
 // model id replaced by the public one.
 func (p *Proxy) requestRefused(resp *http.Response, x *Exchange, cause error) *Error {
+	x.Outcome = OutcomeInvalidRequest
 	status := resp.StatusCode
 	if status == http.StatusRequestEntityTooLarge {
 		return &Error{Status: http.StatusRequestEntityTooLarge, Type: "invalid_request_error", Code: "request_too_large",
