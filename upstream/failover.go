@@ -49,6 +49,10 @@ type attempt struct {
 	// the wait between reads.
 	idle        atomic.Bool
 	idleTimeout time.Duration
+	// writing is set while a stream's events are being written to the
+	// client: the gateway is not reading then, so a slow client, not the
+	// provider, is what keeps it waiting.
+	writing atomic.Bool
 	// deadline is the request's: request_timeout after it began.
 	deadline time.Time
 	// body is the answer's body while a stream reads it through the
@@ -91,6 +95,10 @@ func (a *attempt) expire() {
 	switch {
 	case !time.Now().Before(a.deadline):
 		a.cancel(errRequestTimeout)
+	case a.idle.Load() && a.writing.Load():
+		// Not the provider's silence: the client has not taken the last
+		// events yet. The wait starts again once the write is done.
+		a.touch()
 	case a.idle.Load():
 		a.cancel(errIdleTimeout)
 	default:

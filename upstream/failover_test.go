@@ -502,6 +502,38 @@ func TestFailover(t *testing.T) {
 		}
 	})
 
+	t.Run("a slow client does not count as the provider's silence", func(t *testing.T) {
+		checkGoroutines(t)
+		// The provider sends the answer in two parts 10ms apart; the
+		// client takes the first write five idle timeouts later. The
+		// gateway waited on the client, not on the provider.
+		twoParts := func(w http.ResponseWriter, r *http.Request) {
+			io.Copy(io.Discard, r.Body)
+			writeSSE(w, chunk1)
+			time.Sleep(10 * time.Millisecond) // the rest in a read of its own
+			writeSSE(w, chunk2, "[DONE]")
+		}
+		f := newFailover(t,
+			upstreamSpec{name: "a", handler: twoParts, weight: heavy, idleTimeout: 50 * time.Millisecond},
+			upstreamSpec{name: "b", handler: streamOK, weight: 1})
+		req, err := openai.ScanRequest([]byte(streamBody))
+		if err != nil {
+			t.Fatal(err)
+		}
+		x := &Exchange{Body: []byte(streamBody), Request: &req, Model: f.model, Header: http.Header{}}
+		w := &slowWriter{ResponseRecorder: httptest.NewRecorder(), delay: 250 * time.Millisecond}
+		err = f.proxy.Forward(context.Background(), w, x)
+		wantServed(t, x, err, "a/private-2025", 1)
+		if want := publicFrame(chunk1) + publicFrame(chunk2) + "data: [DONE]\n\n"; w.Body.String() != want {
+			t.Fatalf("client got\n%s\nwant\n%s", w.Body.String(), want)
+		}
+		if x.Outcome != OutcomeOK {
+			t.Fatalf("outcome %s, want ok", x.Outcome)
+		}
+		f.wantCalls(1, 0)
+		f.wantHealth(0, StateClosed, 1, 0, 0)
+	})
+
 	t.Run("a stream that stalls before the first event moves to the next deployment", func(t *testing.T) {
 		checkGoroutines(t)
 		stall, cancelled := hang(func(w http.ResponseWriter) {
@@ -853,4 +885,16 @@ func TestFailoverReviewFixes(t *testing.T) {
 			t.Fatal("the refused probe kept its claim: the deployment is wedged half-open")
 		}
 	})
+}
+
+// slowWriter is a client that takes its first write only after delay.
+type slowWriter struct {
+	*httptest.ResponseRecorder
+	delay time.Duration
+	once  sync.Once
+}
+
+func (w *slowWriter) Write(b []byte) (int, error) {
+	w.once.Do(func() { time.Sleep(w.delay) })
+	return w.ResponseRecorder.Write(b)
 }

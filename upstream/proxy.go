@@ -478,7 +478,7 @@ const maxCountBuffer = 1 << 20
 func (p *Proxy) stream(a *attempt, w http.ResponseWriter, resp *http.Response, x *Exchange) error {
 	a.body = resp.Body
 	rd := sse.NewReader(a, p.MaxEvent)
-	out := newRelay(w, x)
+	out := newRelay(w, x, a)
 	defer out.close()
 	// A stream may run for minutes, most of it waiting for the provider:
 	// the work buffers come from the pool for one event at a time and go
@@ -630,11 +630,12 @@ type relay struct {
 	w       http.ResponseWriter
 	rc      *http.ResponseController
 	x       *Exchange
-	pending *[]byte // frames not yet written, from the pool; nil when none
+	a       *attempt // the provider's idle timer does not run while writing
+	pending *[]byte  // frames not yet written, from the pool; nil when none
 }
 
-func newRelay(w http.ResponseWriter, x *Exchange) *relay {
-	return &relay{w: w, rc: http.NewResponseController(w), x: x}
+func newRelay(w http.ResponseWriter, x *Exchange, a *attempt) *relay {
+	return &relay{w: w, rc: http.NewResponseController(w), x: x, a: a}
 }
 
 // frames is the buffer to append the next frames to.
@@ -668,7 +669,12 @@ func (r *relay) flush() bool {
 		r.close()
 		return true
 	}
+	r.a.writing.Store(true)
 	ok := emit(r.w, r.rc, r.x, *r.pending)
+	// The provider's wait starts again now; the order leaves no moment
+	// when the timer could blame it for the write.
+	r.a.touch()
+	r.a.writing.Store(false)
 	putBuf(r.pending)
 	r.pending = nil
 	return ok

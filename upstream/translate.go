@@ -70,7 +70,7 @@ func (p *Proxy) anthropicStream(a *attempt, w http.ResponseWriter, resp *http.Re
 	st := anthropic.NewStream(x.Model.ID, time.Now())
 	// As in stream: frames gather in the relay until the reader would
 	// wait, and the delivered text is kept at its own size.
-	out := newRelay(w, x)
+	out := newRelay(w, x, a)
 	defer out.close()
 	var (
 		text        []byte
