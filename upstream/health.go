@@ -106,8 +106,12 @@ type Health struct {
 	// counts the set bits among them.
 	ring     uint64
 	n, fails int
-	// cooldown is the next opening's length; it doubles on failed probes.
+	// cooldown is the next opening's length; it doubles on failed probes
+	// of a circuit that failures opened. benched says the circuit is open
+	// only because the provider asked for a pause (a 429): its probe
+	// failing is the first failure-made opening, of the cool-down itself.
 	cooldown time.Duration
+	benched  bool
 	// probing is set while the half-open circuit's probe is in flight;
 	// ticket identifies it, so that only the probe's own outcome settles
 	// the circuit, not that of a request sent before the circuit opened.
@@ -232,6 +236,9 @@ func (h *Health) finish(ticket uint64, now time.Time, v verdict, latency, benche
 	if v == verdictLimited {
 		// The provider asked for a pause: honour it, without counting
 		// against the deployment's error rate.
+		if State(h.state.Load()) == StateClosed {
+			h.benched = true
+		}
 		h.openLocked(now, max(benched, time.Second), "rate_limited")
 		return
 	}
@@ -240,14 +247,19 @@ func (h *Health) finish(ticket uint64, now time.Time, v verdict, latency, benche
 	switch {
 	case probe:
 		h.probing = false
-		h.cooldown = min(2*h.cooldownLocked(b), b.maxCooldown())
-		h.openLocked(now, h.cooldown, "probe_failed")
+		if !h.benched {
+			h.cooldown = min(2*h.cooldownLocked(b), b.maxCooldown())
+		}
+		h.benched = false
+		h.openLocked(now, h.cooldownLocked(b), "probe_failed")
 	case State(h.state.Load()) != StateClosed:
 		// A request sent before the circuit opened has failed too; the
 		// probe, not it, decides a half-open circuit.
 	case h.consecutive >= b.failures():
+		h.benched = false
 		h.openLocked(now, h.cooldownLocked(b), "consecutive_failures")
 	case h.n >= b.window() && float64(h.fails) >= b.errorRate()*float64(h.n):
+		h.benched = false
 		h.openLocked(now, h.cooldownLocked(b), "error_rate")
 	}
 }
@@ -275,6 +287,7 @@ func (h *Health) openLocked(now time.Time, d time.Duration, reason string) {
 
 func (h *Health) closeLocked(b *Breaker) {
 	h.state.Store(int32(StateClosed))
+	h.benched = false
 	h.consecutive, h.ring, h.n, h.fails = 0, 0, 0, 0
 	h.cooldown = b.cooldown()
 	h.reason = ""

@@ -395,6 +395,28 @@ func TestHealthRateLimited(t *testing.T) {
 		h.end(at(time.Second), verdictLimited, 0, time.Minute, "429", &Breaker{})
 		wantState(t, h, at(time.Second), StateOpen, "rate_limited", at(61*time.Second))
 	})
+	t.Run("a failed probe after a bench opens for the cool-down, then doubles", func(t *testing.T) {
+		h := new(Health)
+		h.begin()
+		h.end(epoch, verdictLimited, 0, 7*time.Second, "429", b)
+		now := at(7 * time.Second)
+		probeOnce(h, probe(t, h, now), now, verdictFailed, b)
+		wantState(t, h, now, StateOpen, "probe_failed", now.Add(30*time.Second))
+		now = now.Add(30 * time.Second)
+		probeOnce(h, probe(t, h, now), now, verdictFailed, b)
+		wantState(t, h, now, StateOpen, "probe_failed", now.Add(time.Minute))
+	})
+	t.Run("a failed probe of a failure-opened circuit a 429 extended still doubles", func(t *testing.T) {
+		h := new(Health)
+		h.begin() // sent before the circuit opened
+		for range 5 {
+			failOnce(h, epoch, &Breaker{})
+		}
+		h.end(at(time.Second), verdictLimited, 0, time.Minute, "429", &Breaker{})
+		now := at(61 * time.Second)
+		probeOnce(h, probe(t, h, now), now, verdictFailed, &Breaker{})
+		wantState(t, h, now, StateOpen, "probe_failed", now.Add(time.Minute))
+	})
 	t.Run("429s never open the circuit by error rate", func(t *testing.T) {
 		h, b := new(Health), &Breaker{Failures: 1000, Window: 2, ErrorRate: 0.5}
 		now := epoch
