@@ -74,11 +74,17 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 		h.serverError(w, r, "logging in", err)
 		return
 	}
+	h.welcome(w, r, user, "dashboard log-in")
+}
+
+// welcome starts user's session after a log-in or sign-up (event, for the
+// log) and sends the browser to the overview.
+func (h *Handler) welcome(w http.ResponseWriter, r *http.Request, user billing.User, event string) {
 	if err := h.startSession(w, r, user); err != nil {
 		h.serverError(w, r, "starting a session", err)
 		return
 	}
-	h.logger.Info("dashboard log-in", userField(user))
+	h.logger.Info(event, userField(user))
 	http.Redirect(w, r, h.cfg.Base+"/", http.StatusSeeOther)
 }
 
@@ -159,12 +165,7 @@ func (h *Handler) signup(w http.ResponseWriter, r *http.Request) {
 		h.serverError(w, r, "signing up", err)
 		return
 	}
-	if err := h.startSession(w, r, user); err != nil {
-		h.serverError(w, r, "starting a session", err)
-		return
-	}
-	h.logger.Info("dashboard sign-up", userField(user))
-	http.Redirect(w, r, h.cfg.Base+"/", http.StatusSeeOther)
+	h.welcome(w, r, user, "dashboard sign-up")
 }
 
 // logout ends the browser's session. Without a valid session there is

@@ -85,16 +85,7 @@ func TestSignUpForm(t *testing.T) {
 		})
 	}
 
-	forged := []struct {
-		name  string
-		token func(e *env) string
-	}{
-		{"a form without its CSRF token is refused", func(*env) string { return "" }},
-		{"a form with a made-up CSRF token is refused", func(*env) string { return otherToken }},
-		{"a form with another browser's CSRF token is refused", func(e *env) string {
-			return e.browser().get("/dashboard/signup").csrf(e.t)
-		}},
-	}
+	forged := forgedTokens("/dashboard/signup", false)
 	for _, tc := range forged {
 		t.Run(tc.name, func(t *testing.T) {
 			e := start(t, dashboard.Config{})
@@ -197,16 +188,7 @@ func TestLogInForm(t *testing.T) {
 		})
 	}
 
-	forged := []struct {
-		name  string
-		token func(e *env) string
-	}{
-		{"a form without its CSRF token is refused", func(*env) string { return "" }},
-		{"a form with a made-up CSRF token is refused", func(*env) string { return otherToken }},
-		{"a form with another browser's CSRF token is refused", func(e *env) string {
-			return e.browser().get("/dashboard/login").csrf(e.t)
-		}},
-	}
+	forged := forgedTokens("/dashboard/login", false)
 	for _, tc := range forged {
 		t.Run(tc.name, func(t *testing.T) {
 			e := start(t, dashboard.Config{})
@@ -328,17 +310,7 @@ func TestLogOutForm(t *testing.T) {
 		})
 	}
 
-	forged := []struct {
-		name  string
-		token func(e *env) string
-	}{
-		{"a log-out without its CSRF token is refused", func(*env) string { return "" }},
-		{"a log-out with a made-up CSRF token is refused", func(*env) string { return otherToken }},
-		{"a log-out with another session's CSRF token is refused", func(e *env) string {
-			other, _ := e.signedIn("grace@example.com", 0)
-			return other.get("/dashboard/").csrf(e.t)
-		}},
-	}
+	forged := forgedTokens("/dashboard/", true)
 	for _, tc := range forged {
 		t.Run(tc.name, func(t *testing.T) {
 			e := start(t, dashboard.Config{})

@@ -457,3 +457,29 @@ func (r *response) section(t *testing.T, id, closing string) string {
 	}
 	return r.Body[i : i+j]
 }
+
+// forgedToken is a CSRF token a forged form might carry.
+type forgedToken struct {
+	name  string
+	token func(e *env) string
+}
+
+// forgedTokens are the tokens a form must refuse: none, a made-up one, and
+// the one page gave another browser (signed in as another user when
+// signedIn).
+func forgedTokens(page string, signedIn bool) []forgedToken {
+	other := forgedToken{"a form with another browser's CSRF token is refused", func(e *env) string {
+		return e.browser().get(page).csrf(e.t)
+	}}
+	if signedIn {
+		other = forgedToken{"a form with another session's CSRF token is refused", func(e *env) string {
+			b, _ := e.signedIn("mallory@example.com", 0)
+			return b.get(page).csrf(e.t)
+		}}
+	}
+	return []forgedToken{
+		{"a form without its CSRF token is refused", func(*env) string { return "" }},
+		{"a form with a made-up CSRF token is refused", func(*env) string { return otherToken }},
+		other,
+	}
+}

@@ -143,20 +143,9 @@ func TestCreateKeyForm(t *testing.T) {
 		b.submit("/dashboard/keys", "/dashboard/keys", url.Values{"name": {"fourth"}}).want(t, http.StatusOK, `id="new-key-secret"`)
 	})
 
-	forged := []struct {
-		name  string
-		token func(e *env) string
-	}{
-		{"a form without its CSRF token is refused", func(*env) string { return "" }},
-		{"a form with a made-up CSRF token is refused", func(*env) string { return otherToken }},
-		{"a form with another session's CSRF token is refused", func(e *env) string {
-			other, _ := e.signedIn("grace@example.com", 0)
-			return other.get("/dashboard/keys").csrf(e.t)
-		}},
-		{"a form with the pre-log-in CSRF token is refused", func(e *env) string {
-			return e.browser().get("/dashboard/login").csrf(e.t)
-		}},
-	}
+	forged := append(forgedTokens("/dashboard/keys", true), forgedToken{"a form with the pre-log-in CSRF token is refused", func(e *env) string {
+		return e.browser().get("/dashboard/login").csrf(e.t)
+	}})
 	for _, tc := range forged {
 		t.Run(tc.name, func(t *testing.T) {
 			e := start(t, capped)
@@ -249,17 +238,7 @@ func TestRevokeKeyForm(t *testing.T) {
 		stillActive(t, e, mine, mySecret)
 	})
 
-	forged := []struct {
-		name  string
-		token func(e *env) string
-	}{
-		{"a form without its CSRF token is refused", func(*env) string { return "" }},
-		{"a form with a made-up CSRF token is refused", func(*env) string { return otherToken }},
-		{"a form with another session's CSRF token is refused", func(e *env) string {
-			other, _ := e.signedIn("bob@example.com", 0)
-			return other.get("/dashboard/keys").csrf(e.t)
-		}},
-	}
+	forged := forgedTokens("/dashboard/keys", true)
 	for _, tc := range forged {
 		t.Run(tc.name, func(t *testing.T) {
 			e, b, mine, _, mySecret, _ := setup(t, dashboard.Config{})
