@@ -72,13 +72,16 @@ type Entry struct {
 	Note      string    `json:"note,omitempty"`
 
 	// The rest describes a charge (EntryCharge): the request it settles
-	// and what it used. Charges have Amount = -cost.
+	// and what it used. Charges have Amount = -cost. CachedTokens and
+	// CacheWriteTokens are the parts of PromptTokens the provider read
+	// from and wrote to its prompt cache.
 	RequestID        string `json:"request_id,omitempty"`
 	KeyID            string `json:"key_id,omitempty"`
 	Model            string `json:"model,omitempty"`
 	Deployment       string `json:"deployment,omitempty"`
 	PromptTokens     int64  `json:"prompt_tokens,omitempty"`
 	CachedTokens     int64  `json:"cached_tokens,omitempty"`
+	CacheWriteTokens int64  `json:"cache_write_tokens,omitempty"`
 	CompletionTokens int64  `json:"completion_tokens,omitempty"`
 	// Basis says where the token counts came from: "upstream" (the
 	// provider reported them) or "counted" (the gateway counted what it

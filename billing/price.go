@@ -14,6 +14,10 @@ type Price struct {
 	// CachedInput prices prompt tokens the provider served from its cache;
 	// nil means they cost the Input price.
 	CachedInput *Amount `json:"cached_input,omitempty"`
+	// CacheWrite prices prompt tokens the provider wrote to its cache
+	// (Anthropic's cache_creation_input_tokens, billed at a premium over
+	// input); nil means they cost the Input price.
+	CacheWrite *Amount `json:"cache_write,omitempty"`
 }
 
 // PerToken formats a per-million price as US dollars per token, exactly,

@@ -222,6 +222,7 @@ type UsageRow struct {
 	Requests         int64  `json:"requests"`
 	PromptTokens     int64  `json:"prompt_tokens"`
 	CachedTokens     int64  `json:"cached_tokens"`
+	CacheWriteTokens int64  `json:"cache_write_tokens"`
 	CompletionTokens int64  `json:"completion_tokens"`
 	Cost             Amount `json:"cost"`
 }
@@ -293,6 +294,7 @@ func appendUsage(out []UsageRow, b *bolt.Bucket, accountID string, q UsageQuery)
 		r.Requests++
 		r.PromptTokens += e.PromptTokens
 		r.CachedTokens += e.CachedTokens
+		r.CacheWriteTokens += e.CacheWriteTokens
 		r.CompletionTokens += e.CompletionTokens
 		r.Cost += e.Cost()
 	}
@@ -307,6 +309,7 @@ type DailyUsageRow struct {
 	Requests         int64     `json:"requests"`
 	PromptTokens     int64     `json:"prompt_tokens"`
 	CachedTokens     int64     `json:"cached_tokens"`
+	CacheWriteTokens int64     `json:"cache_write_tokens"`
 	CompletionTokens int64     `json:"completion_tokens"`
 	Cost             Amount    `json:"cost"`
 }
@@ -362,6 +365,7 @@ func (s *BoltStore) DailyUsage(accountID string, since, until time.Time) ([]Dail
 			r.Requests++
 			r.PromptTokens += e.PromptTokens
 			r.CachedTokens += e.CachedTokens
+			r.CacheWriteTokens += e.CacheWriteTokens
 			r.CompletionTokens += e.CompletionTokens
 			r.Cost += e.Cost()
 		}

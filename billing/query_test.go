@@ -281,10 +281,12 @@ func TestUsage(t *testing.T) {
 	}
 	empty := mustCreateAccount(t, s, "no charges", Dollar)
 	t0 := clock.Now()
+	// Each charge writes twice its cached count to the cache, so the sums
+	// show whether cache writes are added up on their own.
 	settle := func(acct Account, rid, model string, prompt, cached, completion int64, cost Amount) {
 		t.Helper()
 		mustSettle(t, s, Charge{RequestID: rid, AccountID: acct.ID, KeyID: "k", Model: model,
-			Usage: Usage{PromptTokens: prompt, CachedTokens: cached, CompletionTokens: completion}, Cost: cost})
+			Usage: Usage{PromptTokens: prompt, CachedTokens: cached, CacheWriteTokens: 2 * cached, CompletionTokens: completion}, Cost: cost})
 	}
 	clock.Advance(time.Hour) // t0+1h
 	settle(a, "a1", "zeta", 100, 20, 10, 1000)
@@ -302,7 +304,7 @@ func TestUsage(t *testing.T) {
 	settle(a, "a4", "alpha", 1, 0, 1, 3)
 
 	row := func(acct Account, model string, req, prompt, cached, completion int64, cost Amount) UsageRow {
-		return UsageRow{AccountID: acct.ID, Model: model, Requests: req, PromptTokens: prompt, CachedTokens: cached, CompletionTokens: completion, Cost: cost}
+		return UsageRow{AccountID: acct.ID, Model: model, Requests: req, PromptTokens: prompt, CachedTokens: cached, CacheWriteTokens: 2 * cached, CompletionTokens: completion, Cost: cost}
 	}
 	cases := []struct {
 		name string
@@ -357,7 +359,7 @@ func TestUsage(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := `{"account_id":"` + a.ID + `","model":"zeta","requests":2,"prompt_tokens":300,"cached_tokens":20,"completion_tokens":40,"cost":"0.003000"}`
+		want := `{"account_id":"` + a.ID + `","model":"zeta","requests":2,"prompt_tokens":300,"cached_tokens":20,"cache_write_tokens":40,"completion_tokens":40,"cost":"0.003000"}`
 		if string(b) != want {
 			t.Fatalf("JSON %s, want %s", b, want)
 		}
@@ -371,10 +373,11 @@ func TestDailyUsage(t *testing.T) {
 	empty := mustCreateAccount(t, s, "no charges", Dollar)
 	day := func(d int) time.Time { return time.Date(2030, 1, d, 0, 0, 0, 0, time.UTC) }
 	at := func(t time.Time) { clock.Advance(t.Sub(clock.Now())) }
+	// Each charge writes twice its cached count to the cache (see TestUsage).
 	settle := func(a Account, rid, model string, prompt, cached, completion int64, cost Amount) {
 		t.Helper()
 		mustSettle(t, s, Charge{RequestID: rid, AccountID: a.ID, KeyID: "k", Model: model,
-			Usage: Usage{PromptTokens: prompt, CachedTokens: cached, CompletionTokens: completion}, Cost: cost})
+			Usage: Usage{PromptTokens: prompt, CachedTokens: cached, CacheWriteTokens: 2 * cached, CompletionTokens: completion}, Cost: cost})
 	}
 	// The clock starts at 2030-01-02 03:04:05 UTC.
 	settle(acct, "early", "m1", 1000, 0, 1000, 1000) // before the window below
@@ -394,7 +397,7 @@ func TestDailyUsage(t *testing.T) {
 	settle(acct, "late", "m2", 7, 0, 7, 7) // after the window below
 
 	row := func(d int, model string, req, prompt, cached, completion int64, cost Amount) DailyUsageRow {
-		return DailyUsageRow{Day: day(d), Model: model, Requests: req, PromptTokens: prompt, CachedTokens: cached, CompletionTokens: completion, Cost: cost}
+		return DailyUsageRow{Day: day(d), Model: model, Requests: req, PromptTokens: prompt, CachedTokens: cached, CacheWriteTokens: 2 * cached, CompletionTokens: completion, Cost: cost}
 	}
 	cases := []struct {
 		name         string
@@ -463,7 +466,7 @@ func TestDailyUsage(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := `{"day":"2030-01-03T00:00:00Z","model":"m1","requests":2,"prompt_tokens":700,"cached_tokens":40,"completion_tokens":70,"cost":"0.000700"}`
+		want := `{"day":"2030-01-03T00:00:00Z","model":"m1","requests":2,"prompt_tokens":700,"cached_tokens":40,"cache_write_tokens":80,"completion_tokens":70,"cost":"0.000700"}`
 		if string(b) != want {
 			t.Fatalf("JSON %s, want %s", b, want)
 		}

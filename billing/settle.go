@@ -219,7 +219,7 @@ func (s *BoltStore) commitBatch(batch []*settlement) {
 			e, err := appendEntry(tx, acct, Entry{
 				Time: now, Kind: EntryCharge, Amount: -c.Cost,
 				RequestID: c.RequestID, KeyID: c.KeyID, Model: c.Model, Deployment: c.Deployment, Attempts: c.Attempts,
-				PromptTokens: c.Usage.PromptTokens, CachedTokens: c.Usage.CachedTokens, CompletionTokens: c.Usage.CompletionTokens,
+				PromptTokens: c.Usage.PromptTokens, CachedTokens: c.Usage.CachedTokens, CacheWriteTokens: c.Usage.CacheWriteTokens, CompletionTokens: c.Usage.CompletionTokens,
 				Basis: c.Basis, Outcome: c.Outcome,
 			})
 			if errors.Is(err, ErrInvalid) {

@@ -97,7 +97,7 @@ func waitQueued(s *BoltStore, n int) {
 func testCharge(accountID, requestID string, cost Amount) Charge {
 	return Charge{
 		RequestID: requestID, AccountID: accountID, KeyID: "key_test", Model: "gpt-test", Deployment: "openai-1",
-		Usage: Usage{PromptTokens: 120, CachedTokens: 20, CompletionTokens: 45},
+		Usage: Usage{PromptTokens: 120, CachedTokens: 20, CacheWriteTokens: 30, CompletionTokens: 45},
 		Basis: "upstream", Outcome: "ok", Cost: cost,
 	}
 }
@@ -154,7 +154,7 @@ func TestSettleDebitsAndWritesAChargeRow(t *testing.T) {
 	want := Entry{
 		Seq: 2, Time: at, AccountID: a.ID, Kind: EntryCharge, Amount: -1_234_567, Balance: 10*Dollar - 1_234_567,
 		RequestID: "req_1", KeyID: "key_test", Model: "gpt-test", Deployment: "openai-1",
-		PromptTokens: 120, CachedTokens: 20, CompletionTokens: 45, Basis: "upstream", Outcome: "ok",
+		PromptTokens: 120, CachedTokens: 20, CacheWriteTokens: 30, CompletionTokens: 45, Basis: "upstream", Outcome: "ok",
 	}
 	if !e.Time.Equal(want.Time) {
 		t.Fatalf("row time %s, want the clock's %s", e.Time, want.Time)

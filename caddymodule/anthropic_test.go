@@ -51,9 +51,9 @@ const (
 	anthropicVersion = "2023-06-01"
 )
 
-// claudePrice is claudeModel's price: $3 input, $0.30 cached input and $15
-// output per 1M tokens, in micro-dollars.
-var claudePrice = testPrice{input: 3_000_000, cachedInput: 300_000, output: 15_000_000}
+// claudePrice is claudeModel's price: $3 input, $0.30 cached input, $3.75
+// cache write and $15 output per 1M tokens, in micro-dollars.
+var claudePrice = testPrice{input: 3_000_000, cachedInput: 300_000, cacheWrite: 3_750_000, output: 15_000_000}
 
 // anthropicCatalog is the arcane block's Anthropic provider at baseURL,
 // with its key from anthropicKeyEnv, and the two Claude models on it.
@@ -65,7 +65,7 @@ func anthropicCatalog(baseURL string) string {
 		}
 		model %s {
 			deploy claude %s
-			price input 3.00 output 15.00 cached_input 0.30
+			price input 3.00 output 15.00 cached_input 0.30 cache_write 3.75
 			context_length 200000
 			max_output_tokens %d
 		}
@@ -728,9 +728,9 @@ func assertWireUsage(t testing.TB, got *wireUsage, want anthropicUsage) {
 		t.Fatal("no usage")
 	}
 	if got.PromptTokens != want.prompt() || got.CompletionTokens != want.Output || got.TotalTokens != want.total() ||
-		got.PromptTokensDetails.CachedTokens != want.CacheRead {
-		t.Errorf("usage %+v; want prompt %d (input+cache creation+cache read), completion %d, total %d, cached %d",
-			*got, want.prompt(), want.Output, want.total(), want.CacheRead)
+		got.PromptTokensDetails.CachedTokens != want.CacheRead || got.PromptTokensDetails.CacheWriteTokens != want.CacheCreation {
+		t.Errorf("usage %+v; want prompt %d (input+cache creation+cache read), completion %d, total %d, cached %d, cache write %d",
+			*got, want.prompt(), want.Output, want.total(), want.CacheRead, want.CacheCreation)
 	}
 }
 
@@ -738,10 +738,10 @@ func assertWireUsage(t testing.TB, got *wireUsage, want anthropicUsage) {
 func assertSDKUsage(t testing.TB, got openai.CompletionUsage, want anthropicUsage) {
 	t.Helper()
 	if got.PromptTokens != want.prompt() || got.CompletionTokens != want.Output || got.TotalTokens != want.total() ||
-		got.PromptTokensDetails.CachedTokens != want.CacheRead {
-		t.Errorf("usage prompt %d, completion %d, total %d, cached %d; want %d, %d, %d, %d",
-			got.PromptTokens, got.CompletionTokens, got.TotalTokens, got.PromptTokensDetails.CachedTokens,
-			want.prompt(), want.Output, want.total(), want.CacheRead)
+		got.PromptTokensDetails.CachedTokens != want.CacheRead || got.PromptTokensDetails.CacheWriteTokens != want.CacheCreation {
+		t.Errorf("usage prompt %d, completion %d, total %d, cached %d, cache write %d; want %d, %d, %d, %d, %d",
+			got.PromptTokens, got.CompletionTokens, got.TotalTokens, got.PromptTokensDetails.CachedTokens, got.PromptTokensDetails.CacheWriteTokens,
+			want.prompt(), want.Output, want.total(), want.CacheRead, want.CacheCreation)
 	}
 }
 
@@ -1315,14 +1315,19 @@ func TestAnthropicCachedUsageIsBilled(t *testing.T) {
 	creditAccount(t, env.acct.ID, opening.String())
 	spent := billing.Amount(0)
 	u := cachedReply.Usage
-	// Cache writes are priced as input, cache reads at cached_input.
-	wantCost := claudePrice.cost(u.prompt(), u.CacheRead, u.Output)
-	if wantCost != 6081 || wantCost == claudePrice.cost(u.prompt(), u.CacheRead+u.CacheCreation, u.Output) {
+	// Plain input at $3, cache reads at $0.30, cache writes at $3.75 and
+	// output at $15 per 1M tokens: in 1e-12 dollars, summed, then rounded
+	// once to micro-dollars.
+	pico := u.Input*3_000_000 + u.CacheRead*300_000 + u.CacheCreation*3_750_000 + u.Output*15_000_000
+	wantCost := billing.Amount((pico + 500_000) / 1_000_000)
+	if wantCost != 6981 || wantCost != claudePrice.costWithWrites(u.prompt(), u.CacheRead, u.CacheCreation, u.Output) ||
+		wantCost == claudePrice.cost(u.prompt(), u.CacheRead, u.Output) {
 		t.Fatalf("test setup: cost %s", wantCost)
 	}
 	wantRow := func(id string) ledgerRow {
 		return ledgerRow{RequestID: id, KeyID: env.key.ID, Model: claudeModel, Deployment: "claude/" + claudeDeployment,
-			PromptTokens: u.prompt(), CachedTokens: u.CacheRead, CompletionTokens: u.Output, Basis: "upstream", Outcome: "ok"}
+			PromptTokens: u.prompt(), CachedTokens: u.CacheRead, CacheWriteTokens: u.CacheCreation, CompletionTokens: u.Output,
+			Basis: "upstream", Outcome: "ok"}
 	}
 
 	for _, tc := range []struct {
@@ -1335,7 +1340,7 @@ func TestAnthropicCachedUsageIsBilled(t *testing.T) {
 		{"a stream with include_usage", `,"stream":true,"stream_options":{"include_usage":true}`, "chunk"},
 		{"a stream without include_usage", `,"stream":true`, ""},
 	} {
-		t.Run(tc.name+" is charged at the cached price, as usage.cost says", func(t *testing.T) {
+		t.Run(tc.name+" is charged at the cache-read and cache-write prices, as usage.cost says", func(t *testing.T) {
 			resp := settledChat(t, http.MethodPost, env.key.Key, chatBody(claudeModel, tc.extra))
 			if resp.Status != http.StatusOK {
 				t.Fatalf("status %d; body %s", resp.Status, resp.Body)
@@ -1382,6 +1387,51 @@ func TestAnthropicCachedUsageIsBilled(t *testing.T) {
 		spent += wantCost
 		assertFunds(t, env.acct.ID, opening-spent)
 	})
+	assertAudit(t)
+}
+
+// A prompt the provider writes whole to its cache costs the cache-write
+// price for every token, more than the input price: the hold must cover it,
+// so an account funded with exactly the hold pays the whole cost and one
+// funded a micro-dollar less is refused before anything is sent.
+func TestAnthropicWholePromptCacheWriteFitsTheHold(t *testing.T) {
+	env := startAnthropic(t, chatOptions{balance: true})
+	const maxTokens = 500
+	for _, tc := range []struct{ name, extra string }{
+		{"a completion", ""},
+		{"a stream", `,"stream":true,"stream_options":{"include_usage":true}`},
+	} {
+		t.Run(tc.name+" whose whole prompt is a cache write costs exactly its hold", func(t *testing.T) {
+			body := chatBody(claudeModel, fmt.Sprintf(`,"max_tokens":%d`, maxTokens)+tc.extra)
+			// The most a request can report: as many prompt tokens as its
+			// body has bytes, all written to the cache, and max_tokens out.
+			prompt := int64(len(body))
+			rep := cachedReply
+			rep.Usage = anthropicUsage{CacheCreation: prompt, Output: maxTokens}
+			env.anth.handle(anthropicReplies(env.anthKey, rep))
+			// Every prompt token at $3.75 and every output token at $15 per
+			// 1M, in 1e-12 dollars, rounded once.
+			hold := billing.Amount((prompt*3_750_000 + maxTokens*15_000_000 + 500_000) / 1_000_000)
+			if hold != claudePrice.worst(body, 1, maxTokens) || hold <= claudePrice.cost(prompt, 0, maxTokens) {
+				t.Fatalf("test setup: hold %s", hold)
+			}
+
+			short, shortKey := fundedKey(t, hold-1)
+			if resp := settledChat(t, http.MethodPost, shortKey.Key, body); resp.Status != http.StatusForbidden {
+				t.Errorf("an account one micro-dollar short of the hold: status %d, want 403; body %s", resp.Status, resp.Body)
+			}
+			assertFunds(t, short.ID, hold-1)
+
+			acct, key := fundedKey(t, hold)
+			resp := settledChat(t, http.MethodPost, key.Key, body)
+			assertOK(t, resp)
+			id := requestID(t, resp.Header)
+			assertCharge(t, requestRow(t, acct.ID, id), ledgerRow{RequestID: id, KeyID: key.ID, Model: claudeModel,
+				Deployment: "claude/" + claudeDeployment, PromptTokens: prompt, CacheWriteTokens: prompt,
+				CompletionTokens: maxTokens, Basis: "upstream", Outcome: "ok"}, hold)
+			assertFunds(t, acct.ID, 0)
+		})
+	}
 	assertAudit(t)
 }
 
@@ -1873,7 +1923,7 @@ func TestAnthropicClientDisconnectMidStream(t *testing.T) {
 	rep := anthropicReply{
 		ID:     "msg_01Hn8N3zvGTbwXLGsjU1QG2m",
 		Blocks: []anthropicBlock{{Pieces: []string{"It was", " a dark", " and stormy", " night"}}},
-		Usage:  anthropicUsage{Input: 35, CacheCreation: 0, CacheRead: 1800},
+		Usage:  anthropicUsage{Input: 35, CacheCreation: 600, CacheRead: 1800},
 	}
 	pieces := rep.Blocks[0].Pieces
 	cancelled := make(chan struct{})
@@ -1911,12 +1961,13 @@ func TestAnthropicClientDisconnectMidStream(t *testing.T) {
 
 	completion := int64(tokenCounter.Count(claudeModel, []byte(got.String())))
 	u := rep.Usage
-	cost := claudePrice.cost(u.prompt(), u.CacheRead, completion)
+	// message_start's prompt figures, cache writes included, still count.
+	cost := claudePrice.costWithWrites(u.prompt(), u.CacheRead, u.CacheCreation, completion)
 	if completion <= 0 || cost <= 0 {
 		t.Fatalf("test setup: %d tokens, cost %s", completion, cost)
 	}
 	assertCharge(t, requestRow(t, env.acct.ID, id), ledgerRow{RequestID: id, KeyID: env.key.ID, Model: claudeModel,
-		Deployment: "claude/" + claudeDeployment, PromptTokens: u.prompt(), CachedTokens: u.CacheRead,
+		Deployment: "claude/" + claudeDeployment, PromptTokens: u.prompt(), CachedTokens: u.CacheRead, CacheWriteTokens: u.CacheCreation,
 		CompletionTokens: completion, Basis: "counted", Outcome: "client_closed"}, cost)
 	assertFunds(t, env.acct.ID, opening-cost)
 	assertAudit(t)

@@ -27,10 +27,12 @@ func init() {
 //
 // Before the request goes on it places a hold for the request's worst-case
 // cost: the body's size in bytes as an upper bound of its prompt tokens at
-// the input price, plus n times the output cap (max_completion_tokens or
-// max_tokens, at most the model's max_output_tokens; else the model's
-// max_output_tokens; else the app's default_max_output_tokens) at the
-// output price. If the account's balance minus its open holds does not
+// the dearest price a prompt token can have (the highest of the input,
+// cached-input and cache-write prices: the provider decides which part of
+// a prompt it reads from or writes to its cache), plus n times the output
+// cap (max_completion_tokens or max_tokens, at most the model's
+// max_output_tokens; else the model's max_output_tokens; else the app's
+// default_max_output_tokens) at the output price. If the account's balance minus its open holds does not
 // cover it, the request is refused with 403 insufficient_balance and goes
 // no further.
 //
@@ -71,7 +73,7 @@ func (h *Balance) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return nil
 	}
 	c.Price = h.app.prices[c.Model.ID]
-	worst := c.Price.Cost(c.worstCase(h.app))
+	worst := c.Price.Worst().Cost(c.worstCase(h.app))
 	hold, err := h.app.bank().Hold(c.Principal.Key.AccountID, worst)
 	if err != nil {
 		var short *billing.InsufficientError
@@ -124,7 +126,7 @@ func (h *Balance) settle(w http.ResponseWriter, r *http.Request, c *call, panick
 	if x := c.Exchange; x != nil {
 		ch.Deployment, ch.Outcome, ch.Attempts = deploymentName(x), string(x.Outcome), x.Attempts
 		if x.Delivered {
-			ch.Usage = billing.Usage{PromptTokens: x.Usage.PromptTokens, CachedTokens: x.Usage.CachedTokens, CompletionTokens: x.Usage.CompletionTokens}
+			ch.Usage = billingUsage(x.Usage)
 			ch.Basis = string(x.Basis)
 			ch.Cost = c.Price.Cost(ch.Usage)
 		}
@@ -152,14 +154,21 @@ func (h *Balance) settle(w http.ResponseWriter, r *http.Request, c *call, panick
 // appendCost appends what the client is charged for u, as usage.cost shows
 // it: the same figure the ledger row will carry.
 func (c *call) appendCost(dst []byte, u openai.Usage) []byte {
-	cost := c.Price.Cost(billing.Usage{PromptTokens: u.PromptTokens, CachedTokens: u.CachedTokens, CompletionTokens: u.CompletionTokens})
+	cost := c.Price.Cost(billingUsage(u))
 	return c.Hold.Cap(cost).AppendNumber(dst)
+}
+
+// billingUsage is the part of an upstream's usage that is billed.
+func billingUsage(u openai.Usage) billing.Usage {
+	return billing.Usage{PromptTokens: u.PromptTokens, CachedTokens: u.CachedTokens,
+		CacheWriteTokens: u.CacheWriteTokens, CompletionTokens: u.CompletionTokens}
 }
 
 // worstCase bounds the tokens a chat request can use: its body's bytes for
 // the prompt (a token is at least one byte of text, and the JSON around the
 // messages outweighs the chat template's few tokens per message), and n
-// times the output cap for the completion.
+// times the output cap for the completion. It says nothing of the cache:
+// priced with Price.Worst, every prompt token is at its dearest.
 func (c *call) worstCase(a *App) billing.Usage {
 	return billing.Usage{
 		PromptTokens:     int64(len(c.Body)),

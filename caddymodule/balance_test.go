@@ -53,14 +53,16 @@ const (
 	uncappedModel = "uncapped"
 )
 
-// testPrice is a model's price in micro-dollars per million tokens.
-type testPrice struct{ input, cachedInput, output int64 }
+// testPrice is a model's price in micro-dollars per million tokens. A
+// model configured without a cached-input or cache-write price has the
+// input price there.
+type testPrice struct{ input, cachedInput, cacheWrite, output int64 }
 
 var (
 	// gptPrice is chatArcane's gpt-5.2: $1.75, $0.175 cached, $14 per 1M.
-	gptPrice = testPrice{input: 1_750_000, cachedInput: 175_000, output: 14_000_000}
+	gptPrice = testPrice{input: 1_750_000, cachedInput: 175_000, cacheWrite: 1_750_000, output: 14_000_000}
 	// meteredPrice is balanceModels' metered and uncapped: $2 and $10.
-	meteredPrice = testPrice{input: 2_000_000, cachedInput: 2_000_000, output: 10_000_000}
+	meteredPrice = testPrice{input: 2_000_000, cachedInput: 2_000_000, cacheWrite: 2_000_000, output: 10_000_000}
 )
 
 // cost is the price arithmetic as the docs state it, computed here
@@ -69,14 +71,23 @@ var (
 // price, summed exactly in 1e-12 dollars and rounded once, half up, to
 // micro-dollars.
 func (p testPrice) cost(prompt, cached, completion int64) billing.Amount {
-	pico := (prompt-cached)*p.input + cached*p.cachedInput + completion*p.output
+	return p.costWithWrites(prompt, cached, 0, completion)
+}
+
+// costWithWrites is cost with written of the prompt tokens written to the
+// provider's cache, at the cache-write price.
+func (p testPrice) costWithWrites(prompt, cached, written, completion int64) billing.Amount {
+	pico := (prompt-cached-written)*p.input + cached*p.cachedInput + written*p.cacheWrite + completion*p.output
 	return billing.Amount((pico + 500_000) / 1_000_000)
 }
 
-// worst is the hold for a body: its bytes as prompt tokens, and n times
-// the output cap as completion tokens.
+// worst is the hold for a body: its bytes as prompt tokens at the dearest
+// prompt price (input, cached input or cache write), and n times the
+// output cap as completion tokens.
 func (p testPrice) worst(body string, n, outputCap int64) billing.Amount {
-	return p.cost(int64(len(body)), 0, n*outputCap)
+	perPrompt := max(p.input, p.cachedInput, p.cacheWrite)
+	pico := int64(len(body))*perPrompt + n*outputCap*p.output
+	return billing.Amount((pico + 500_000) / 1_000_000)
 }
 
 // settledTransport sends every request on a connection of its own with
@@ -180,6 +191,7 @@ type ledgerRow struct {
 	Deployment       string `json:"deployment"`
 	PromptTokens     int64  `json:"prompt_tokens"`
 	CachedTokens     int64  `json:"cached_tokens"`
+	CacheWriteTokens int64  `json:"cache_write_tokens"`
 	CompletionTokens int64  `json:"completion_tokens"`
 	Basis            string `json:"basis"`
 	Outcome          string `json:"outcome"`

@@ -68,7 +68,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //		}
 //		model <id> {
 //			deploy <provider> <provider-model-id> [<weight>] [weight <n>] [api_key <key>]
-//			price input <usd> output <usd> [cached_input <usd>]  # per 1M tokens
+//			price input <usd> output <usd> [cached_input <usd>] [cache_write <usd>]  # per 1M tokens
 //			context_length <n>
 //			max_output_tokens <n>
 //			owned_by <name>
@@ -456,10 +456,11 @@ func blockOptions(d *caddyfile.Dispenser, what string, set func(opt, val string)
 	return nil
 }
 
-// parsePrice reads `input X output Y [cached_input Z]`, USD per 1M tokens.
+// parsePrice reads `input X output Y [cached_input Z] [cache_write W]`, USD
+// per 1M tokens.
 func parsePrice(p *billing.Price, args []string) error {
 	if len(args)%2 != 0 {
-		return fmt.Errorf("expected pairs: input <usd> output <usd> [cached_input <usd>]")
+		return fmt.Errorf("expected pairs: input <usd> output <usd> [cached_input <usd>] [cache_write <usd>]")
 	}
 	seen := make(map[string]bool)
 	for i := 0; i < len(args); i += 2 {
@@ -482,8 +483,10 @@ func parsePrice(p *billing.Price, args []string) error {
 			p.Output = amt
 		case "cached_input":
 			p.CachedInput = &amt
+		case "cache_write":
+			p.CacheWrite = &amt
 		default:
-			return fmt.Errorf("unknown price kind %q (want input, output or cached_input)", kind)
+			return fmt.Errorf("unknown price kind %q (want input, output, cached_input or cache_write)", kind)
 		}
 	}
 	if !seen["input"] || !seen["output"] {

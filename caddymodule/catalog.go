@@ -144,7 +144,8 @@ func (a *App) buildCatalog() (*upstream.Catalog, map[string]billing.Price, error
 		if mc.ID == "" {
 			return nil, nil, fmt.Errorf("a model needs an id")
 		}
-		if mc.Price.Input < 0 || mc.Price.Output < 0 || (mc.Price.CachedInput != nil && *mc.Price.CachedInput < 0) {
+		if mc.Price.Input < 0 || mc.Price.Output < 0 || (mc.Price.CachedInput != nil && *mc.Price.CachedInput < 0) ||
+			(mc.Price.CacheWrite != nil && *mc.Price.CacheWrite < 0) {
 			return nil, nil, fmt.Errorf("model %s: prices must not be negative", mc.ID)
 		}
 		if mc.ContextLength < 0 || mc.MaxOutputTokens < 0 {

@@ -732,9 +732,10 @@ type testModelList struct {
 		Created int64  `json:"created"`
 		OwnedBy string `json:"owned_by"`
 		Pricing struct {
-			Prompt         string  `json:"prompt"`
-			Completion     string  `json:"completion"`
-			InputCacheRead *string `json:"input_cache_read"`
+			Prompt          string  `json:"prompt"`
+			Completion      string  `json:"completion"`
+			InputCacheRead  *string `json:"input_cache_read"`
+			InputCacheWrite *string `json:"input_cache_write"`
 		} `json:"pricing"`
 		ContextLength *int64 `json:"context_length"`
 	} `json:"data"`
@@ -743,7 +744,7 @@ type testModelList struct {
 func TestModelsList(t *testing.T) {
 	env := startChat(t, chatOptions{arcaneExtra: `model other {
 			deploy up other-up
-			price input 0.5 output 1.5
+			price input 0.5 output 1.5 cache_write 0.625
 		}`})
 	limited := createKey(t, env.acct.ID, map[string]any{"models": []string{"other"}})
 
@@ -781,14 +782,15 @@ func TestModelsList(t *testing.T) {
 			t.Errorf("gpt-5.2 is %+v, want object model, a created time and owned_by openai", g)
 		}
 		if g.Pricing.Prompt != "0.00000175" || g.Pricing.Completion != "0.000014" ||
-			g.Pricing.InputCacheRead == nil || *g.Pricing.InputCacheRead != "0.000000175" {
-			t.Errorf("gpt-5.2 pricing %+v, want 0.00000175, 0.000014 and 0.000000175", g.Pricing)
+			g.Pricing.InputCacheRead == nil || *g.Pricing.InputCacheRead != "0.000000175" || g.Pricing.InputCacheWrite != nil {
+			t.Errorf("gpt-5.2 pricing %+v, want 0.00000175, 0.000014, 0.000000175 and no input_cache_write", g.Pricing)
 		}
 		if g.ContextLength == nil || *g.ContextLength != 400000 {
 			t.Errorf("gpt-5.2 context_length %v, want 400000", g.ContextLength)
 		}
-		if o.Pricing.Prompt != "0.0000005" || o.Pricing.Completion != "0.0000015" || o.Pricing.InputCacheRead != nil {
-			t.Errorf("other pricing %+v, want 0.0000005, 0.0000015 and no input_cache_read", o.Pricing)
+		if o.Pricing.Prompt != "0.0000005" || o.Pricing.Completion != "0.0000015" || o.Pricing.InputCacheRead != nil ||
+			o.Pricing.InputCacheWrite == nil || *o.Pricing.InputCacheWrite != "0.000000625" {
+			t.Errorf("other pricing %+v, want 0.0000005, 0.0000015, no input_cache_read and 0.000000625 input_cache_write", o.Pricing)
 		}
 		if o.ContextLength != nil || o.OwnedBy != "up" {
 			t.Errorf("other is %+v, want no context_length and owned_by its provider", o)

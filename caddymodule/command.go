@@ -612,11 +612,14 @@ func attemptsText(n int) string {
 	return strconv.Itoa(n)
 }
 
-// tokensText says what a charge used: "1200 in (200 cached), 30 out".
+// tokensText says what a charge used: "1200 in (200 cached), 30 out", or
+// "1200 in (200 cached, 900 written), 30 out" with cache writes.
 func tokensText(e *billing.Entry) string {
 	switch {
 	case e.Kind != billing.EntryCharge:
 		return ""
+	case e.CacheWriteTokens > 0:
+		return fmt.Sprintf("%d in (%d cached, %d written), %d out", e.PromptTokens, e.CachedTokens, e.CacheWriteTokens, e.CompletionTokens)
 	case e.CachedTokens > 0:
 		return fmt.Sprintf("%d in (%d cached), %d out", e.PromptTokens, e.CachedTokens, e.CompletionTokens)
 	}

@@ -20,8 +20,8 @@ func init() {
 
 // Models answers `GET /v1/models`: the catalog in OpenAI's list shape, with
 // each model's price in US dollars per token as decimal strings (prompt,
-// completion and, when set, input_cache_read) and its context length when
-// known. A key with a model allow-list sees only those models. It is a
+// completion and, when set, input_cache_read and input_cache_write) and its
+// context length when known. A key with a model allow-list sees only those models. It is a
 // terminal handler.
 type Models struct {
 	app *App
@@ -60,9 +60,10 @@ type modelInfo struct {
 }
 
 type modelPricing struct {
-	Prompt         string `json:"prompt"`
-	Completion     string `json:"completion"`
-	InputCacheRead string `json:"input_cache_read,omitempty"`
+	Prompt          string `json:"prompt"`
+	Completion      string `json:"completion"`
+	InputCacheRead  string `json:"input_cache_read,omitempty"`
+	InputCacheWrite string `json:"input_cache_write,omitempty"`
 }
 
 func (h *Models) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
@@ -85,6 +86,9 @@ func (h *Models) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 		}
 		if price.CachedInput != nil {
 			info.Pricing.InputCacheRead = billing.PerToken(*price.CachedInput)
+		}
+		if price.CacheWrite != nil {
+			info.Pricing.InputCacheWrite = billing.PerToken(*price.CacheWrite)
 		}
 		list.Data = append(list.Data, info)
 	}

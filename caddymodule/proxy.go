@@ -138,6 +138,7 @@ func logExchange(r *http.Request, c *call) {
 		extra.Add(zap.String("arcane_usage_basis", string(x.Basis)))
 		extra.Add(zap.Int64("arcane_prompt_tokens", x.Usage.PromptTokens))
 		extra.Add(zap.Int64("arcane_cached_tokens", x.Usage.CachedTokens))
+		extra.Add(zap.Int64("arcane_cache_write_tokens", x.Usage.CacheWriteTokens))
 		extra.Add(zap.Int64("arcane_completion_tokens", x.Usage.CompletionTokens))
 		extra.Add(zap.Int64("arcane_reasoning_tokens", x.Usage.ReasoningTokens))
 	}

@@ -127,7 +127,7 @@ func (p *Proxy) anthropicStream(a *attempt, w http.ResponseWriter, resp *http.Re
 	default:
 		u := p.count(x, text)
 		if gotUsage && usage.PromptTokens > 0 {
-			u.PromptTokens, u.CachedTokens = usage.PromptTokens, usage.CachedTokens
+			u.PromptTokens, u.CachedTokens, u.CacheWriteTokens = usage.PromptTokens, usage.CachedTokens, usage.CacheWriteTokens
 		}
 		u.CompletionTokens += counted
 		u.TotalTokens = u.PromptTokens + u.CompletionTokens

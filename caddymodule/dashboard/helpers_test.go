@@ -40,7 +40,7 @@ var testModels = []dashboard.Model{
 	{ID: "gpt-5.2", OwnedBy: "openai", ContextLength: 400_000,
 		Price: billing.Price{Input: 1_750_000, Output: 14 * billing.Dollar, CachedInput: amount(175_000)}},
 	{ID: "claude-sonnet-4-6", OwnedBy: "anthropic", ContextLength: 200_000,
-		Price: billing.Price{Input: 3 * billing.Dollar, Output: 15 * billing.Dollar}},
+		Price: billing.Price{Input: 3 * billing.Dollar, Output: 15 * billing.Dollar, CachedInput: amount(300_000), CacheWrite: amount(3_750_000)}},
 }
 
 func amount(a billing.Amount) *billing.Amount { return &a }

@@ -204,9 +204,9 @@ func TestModelsPage(t *testing.T) {
 	p.want(t, http.StatusOK, "per million tokens")
 	for _, want := range []string{
 		`<tr data-model="gpt-5.2"><td><code>gpt-5.2</code></td><td>openai</td><td class="num">400,000</td>` +
-			`<td class="num">$1.75</td><td class="num">$0.175</td><td class="num">$14.00</td></tr>`,
+			`<td class="num">$1.75</td><td class="num">$0.175</td><td class="num">–</td><td class="num">$14.00</td></tr>`,
 		`<tr data-model="claude-sonnet-4-6"><td><code>claude-sonnet-4-6</code></td><td>anthropic</td><td class="num">200,000</td>` +
-			`<td class="num">$3.00</td><td class="num">–</td><td class="num">$15.00</td></tr>`,
+			`<td class="num">$3.00</td><td class="num">$0.30</td><td class="num">$3.75</td><td class="num">$15.00</td></tr>`,
 	} {
 		if !strings.Contains(strings.ReplaceAll(p.Body, "\n    ", ""), want) {
 			t.Errorf("the models page has no row\n%s\nin\n%s", want, p.Body)

@@ -89,8 +89,10 @@
 //     asked for), none and unknown values -> stop.
 //   - usage: prompt_tokens = input + cache_creation_input +
 //     cache_read_input tokens, prompt_tokens_details.cached_tokens =
-//     cache_read_input_tokens, completion_tokens = output_tokens,
-//     total_tokens = their sum.
+//     cache_read_input_tokens, prompt_tokens_details.cache_write_tokens =
+//     cache_creation_input_tokens when there are any (the name OpenAI's SDKs
+//     and OpenRouter use), completion_tokens = output_tokens, total_tokens =
+//     their sum.
 //
 // # Stream
 //

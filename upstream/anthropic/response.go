@@ -75,18 +75,21 @@ func (t *tokens) read(u *usageFields, output bool) bool {
 }
 
 // usage maps Anthropic's counts to OpenAI's, where prompt tokens include
-// the cached ones.
+// the ones read from and written to the cache.
 func (t tokens) usage() openai.Usage {
 	u := openai.Usage{
 		PromptTokens:     addCounts(t.input, t.cacheWrite, t.cacheRead),
 		CompletionTokens: t.output,
 		CachedTokens:     t.cacheRead,
+		CacheWriteTokens: t.cacheWrite,
 	}
 	u.TotalTokens = addCounts(u.PromptTokens, u.CompletionTokens)
 	return u
 }
 
-// appendUsage appends u as OpenAI's usage object.
+// appendUsage appends u as OpenAI's usage object, with cache writes in
+// prompt_tokens_details.cache_write_tokens (the name OpenAI's SDKs and
+// OpenRouter use) when there are any.
 func appendUsage(dst []byte, u openai.Usage) []byte {
 	dst = append(dst, `{"prompt_tokens":`...)
 	dst = appendInt(dst, u.PromptTokens)
@@ -96,6 +99,11 @@ func appendUsage(dst []byte, u openai.Usage) []byte {
 	dst = appendInt(dst, u.TotalTokens)
 	dst = append(dst, `,"prompt_tokens_details":{"cached_tokens":`...)
 	dst = appendInt(dst, u.CachedTokens)
+	if u.CacheWriteTokens > 0 {
+		// Left out when zero: most OpenAI-shaped answers do not carry it.
+		dst = append(dst, `,"cache_write_tokens":`...)
+		dst = appendInt(dst, u.CacheWriteTokens)
+	}
 	return append(dst, "}}"...)
 }
 

@@ -77,13 +77,13 @@ func TestAppendCompletion(t *testing.T) {
 			wantUsage: openai.Usage{PromptTokens: 14, CompletionTokens: 9, TotalTokens: 23},
 		},
 		{
-			name: "cache reads and writes count as prompt tokens, reads as cached tokens",
+			name: "cache reads and writes count as prompt tokens, reads as cached tokens and writes as cache-write tokens",
 			resp: `{"id":"msg_01C","type":"message","role":"assistant","model":"claude-sonnet-4-6","content":[{"type":"text","text":"Per section 4.2, yes."}],"stop_reason":"end_turn","stop_sequence":null,
 				"usage":{"input_tokens":21,"cache_creation_input_tokens":188086,"cache_read_input_tokens":1500,"cache_creation":{"ephemeral_5m_input_tokens":188086,"ephemeral_1h_input_tokens":0},"output_tokens":393,"service_tier":"standard"}}`,
 			want: `{"id":"chatcmpl-msg_01C","object":"chat.completion","created":1767225600,"model":"claude-sonnet-4-6",
 				"choices":[{"index":0,"message":{"role":"assistant","content":"Per section 4.2, yes.","refusal":null},"logprobs":null,"finish_reason":"stop"}],
-				"usage":{"prompt_tokens":189607,"completion_tokens":393,"total_tokens":190000,"prompt_tokens_details":{"cached_tokens":1500}}}`,
-			wantUsage: openai.Usage{PromptTokens: 189607, CompletionTokens: 393, TotalTokens: 190000, CachedTokens: 1500},
+				"usage":{"prompt_tokens":189607,"completion_tokens":393,"total_tokens":190000,"prompt_tokens_details":{"cached_tokens":1500,"cache_write_tokens":188086}}}`,
+			wantUsage: openai.Usage{PromptTokens: 189607, CompletionTokens: 393, TotalTokens: 190000, CachedTokens: 1500, CacheWriteTokens: 188086},
 		},
 		{
 			name: "a refusal finishes with content_filter",
@@ -118,7 +118,8 @@ func TestAppendCompletion(t *testing.T) {
 			if u != tt.wantUsage {
 				t.Errorf("usage %+v, want %+v", u, tt.wantUsage)
 			}
-			// The proxy reads the usage back the way it reads OpenAI's.
+			// The usage reads back the way OpenAI's does, cache writes
+			// included.
 			if pu, ok := openai.ParseUsage([]byte(got)); !ok || pu != tt.wantUsage {
 				t.Errorf("openai.ParseUsage = %+v, %v; want %+v", pu, ok, tt.wantUsage)
 			}

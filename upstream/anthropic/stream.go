@@ -486,8 +486,8 @@ func (s *Stream) OutputReported() bool { return s.outputSeen }
 
 // UsageChunk appends, unframed, the final usage chunk: choices empty and
 // usage with prompt_tokens, completion_tokens, total_tokens and
-// prompt_tokens_details.cached_tokens. The caller adds the cost and frames
-// it.
+// prompt_tokens_details (cached_tokens and cache_write_tokens). The caller
+// adds the cost and frames it.
 func (s *Stream) UsageChunk(dst []byte) []byte {
 	dst = s.appendHead(dst)
 	dst = append(dst, `,"choices":[],"usage":`...)

@@ -222,13 +222,13 @@ func TestStream(t *testing.T) {
 			wantUsage: openai.Usage{PromptTokens: 25, CompletionTokens: 9, TotalTokens: 34},
 		},
 		{
-			name: "cache reads and writes from message_start count as prompt tokens",
+			name: "cache reads and writes from message_start count as prompt tokens, and as cached and cache-write tokens",
 			stream: ev("message_start", `{"type":"message_start","message":{"id":"msg_01Cache","type":"message","role":"assistant","content":[],"model":"claude-sonnet-4-6","stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":21,"cache_creation_input_tokens":1200,"cache_read_input_tokens":188086,"cache_creation":{"ephemeral_5m_input_tokens":1200,"ephemeral_1h_input_tokens":0},"output_tokens":1,"service_tier":"standard"}}}`) +
 				ev("content_block_start", startText0) + ev("content_block_delta", textDeltaEvent(0, "Yes.")) + ev("content_block_stop", stopBlock0) +
 				ev("message_delta", messageDelta("end_turn", 4)) + ev("message_stop", stopEvent),
 			want:      []string{role, `{"content":"Yes."}`, `{}/stop`},
 			wantID:    "chatcmpl-msg_01Cache",
-			wantUsage: openai.Usage{PromptTokens: 189307, CompletionTokens: 4, TotalTokens: 189311, CachedTokens: 188086},
+			wantUsage: openai.Usage{PromptTokens: 189307, CompletionTokens: 4, TotalTokens: 189311, CachedTokens: 188086, CacheWriteTokens: 1200},
 		},
 		{
 			name: "output_tokens of message_delta is a running total: the last one replaces, it does not add",
@@ -388,6 +388,20 @@ func TestStreamUsageChunk(t *testing.T) {
 	}
 	if u, ok := openai.ParseUsage(obj); !ok || u != (openai.Usage{PromptTokens: 125, CompletionTokens: 15, TotalTokens: 140, CachedTokens: 100}) {
 		t.Errorf("openai.ParseUsage = %+v, %v", u, ok)
+	}
+}
+
+func TestStreamUsageChunkCarriesCacheWrites(t *testing.T) {
+	s := NewStream(public, now)
+	feed(t, s, strings.Replace(streamText, `"cache_creation_input_tokens":0`, `"cache_creation_input_tokens":4000`, 1))
+	got := string(s.UsageChunk(nil))
+	want := `{"id":"chatcmpl-msg_01XFDUDYJgAACzvnptvVoYEL","object":"chat.completion.chunk","created":1767225600,"model":"claude-sonnet-4-6","choices":[],` +
+		`"usage":{"prompt_tokens":4025,"completion_tokens":15,"total_tokens":4040,"prompt_tokens_details":{"cached_tokens":0,"cache_write_tokens":4000}}}`
+	if got != want {
+		t.Errorf("UsageChunk\n got  %s\n want %s", got, want)
+	}
+	if u, _ := s.Usage(); u.CacheWriteTokens != 4000 || u.PromptTokens != 4025 {
+		t.Errorf("Usage() = %+v, want 4000 of 4025 prompt tokens written to the cache", u)
 	}
 }
 

@@ -13,13 +13,18 @@ import (
 // a field of the wrong type counts as absent.
 
 // Usage is the token usage an upstream reported (schema CompletionUsage).
-// Reasoning tokens are a part of CompletionTokens and cached tokens a part of
-// PromptTokens, not additions to them.
+// Reasoning tokens are a part of CompletionTokens, and cached and cache-write
+// tokens parts of PromptTokens, not additions to them.
 type Usage struct {
 	PromptTokens     int64
 	CompletionTokens int64
 	TotalTokens      int64
 	CachedTokens     int64 // prompt_tokens_details.cached_tokens
+	// CacheWriteTokens are the prompt tokens the provider wrote to its
+	// prompt cache: prompt_tokens_details.cache_write_tokens, which
+	// OpenRouter reports (OpenAI itself does not), or Anthropic's
+	// cache_creation_input_tokens through the translation.
+	CacheWriteTokens int64
 	ReasoningTokens  int64 // completion_tokens_details.reasoning_tokens
 }
 
@@ -53,6 +58,7 @@ func usageAt(obj []byte, v span) Usage {
 			u.TotalTokens = count(obj, m.span)
 		case "prompt_tokens_details":
 			u.CachedTokens = detail(obj, m.span, "cached_tokens")
+			u.CacheWriteTokens = detail(obj, m.span, "cache_write_tokens")
 		case "completion_tokens_details":
 			u.ReasoningTokens = detail(obj, m.span, "reasoning_tokens")
 		}
