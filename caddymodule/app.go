@@ -57,6 +57,21 @@ type App struct {
 	// give every model its real max_output_tokens. Default: 4096.
 	DefaultMaxOutputTokens int64 `json:"default_max_output_tokens,omitempty"`
 
+	// DefaultImageTokens is the prompt tokens a balance hold assumes for
+	// each image in a request, on a model with no image_tokens. It is a
+	// bound, not an estimate: a request is never charged more than its
+	// hold, so set image_tokens on every model that takes images. For
+	// scale: an OpenAI high-detail image costs at most 1,445 tokens on
+	// gpt-4o (85 + 170 per 512px tile, at most 8 tiles, as for 768x2048;
+	// the often-quoted 1,105 is a 2048x4096 image's 6), about 2,500 on the
+	// patch-priced mini models (1,536 patches times 1.62) and 3,800 on
+	// the nano ones, and over 48,000 on gpt-4o-mini, whose tiles are
+	// dear in tokens to make up for its low token price; an Anthropic
+	// image at most about 1,600 (width x height / 750, shrunk beyond
+	// that). Default: 2000, which covers gpt-4o-class and Anthropic
+	// models but not every model.
+	DefaultImageTokens int64 `json:"default_image_tokens,omitempty"`
+
 	// Failover bounds how a request moves on from a failing deployment to
 	// the next.
 	Failover *FailoverConfig `json:"failover,omitempty"`
@@ -93,6 +108,8 @@ type App struct {
 	maxBody  int64
 	// defaultMaxOutput is DefaultMaxOutputTokens or its default.
 	defaultMaxOutput int64
+	// defaultImageTokens is DefaultImageTokens or its default.
+	defaultImageTokens int64
 	// healthKeys are the deployment health entries this config holds.
 	healthKeys []string
 	// metrics are this config's; nil when Caddy gave no registry.
@@ -177,6 +194,10 @@ func (a *App) Provision(ctx caddy.Context) error {
 		a.defaultMaxOutput = 4096
 	}
 	a.proxy.DefaultMaxTokens = a.defaultMaxOutput
+	a.defaultImageTokens = a.DefaultImageTokens
+	if a.defaultImageTokens == 0 {
+		a.defaultImageTokens = 2000
+	}
 	path, err := databasePath(a.Storage)
 	if err != nil {
 		return err
@@ -208,6 +229,9 @@ func (a *App) Validate() error {
 	}
 	if a.DefaultMaxOutputTokens < 0 {
 		return fmt.Errorf("default_max_output_tokens must not be negative")
+	}
+	if a.DefaultImageTokens < 0 {
+		return fmt.Errorf("default_image_tokens must not be negative")
 	}
 	if a.KeyCacheSize < 0 {
 		return fmt.Errorf("key_cache_size must not be negative")

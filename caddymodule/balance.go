@@ -29,7 +29,9 @@ func init() {
 // cost: the body's size in bytes as an upper bound of its prompt tokens at
 // the dearest price a prompt token can have (the highest of the input,
 // cached-input and cache-write prices: the provider decides which part of
-// a prompt it reads from or writes to its cache), plus n times the output
+// a prompt it reads from or writes to its cache), and for each image (by
+// URL or inline) the model's image_tokens (else the app's
+// default_image_tokens) at that price too, plus n times the output
 // cap (max_completion_tokens or max_tokens, at most the model's
 // max_output_tokens; else the model's max_output_tokens; else the app's
 // default_max_output_tokens) at the output price. If the account's balance minus its open holds does not
@@ -164,16 +166,29 @@ func billingUsage(u openai.Usage) billing.Usage {
 		CacheWriteTokens: u.CacheWriteTokens, CompletionTokens: u.CompletionTokens}
 }
 
-// worstCase bounds the tokens a chat request can use: its body's bytes for
-// the prompt (a token is at least one byte of text, and the JSON around the
-// messages outweighs the chat template's few tokens per message), and n
-// times the output cap for the completion. It says nothing of the cache:
-// priced with Price.Worst, every prompt token is at its dearest.
+// worstCase bounds the tokens a chat request can use: for the prompt, its
+// body's bytes (a token is at least one byte of text, and the JSON around
+// the messages outweighs the chat template's few tokens per message) plus
+// the image bound for each image part (one given by URL is a few bytes the
+// provider fetches and bills by its pixels, and even an inline one can cost
+// more tokens than its base64: a 1x1 PNG is a whole tile); n times the
+// output cap for the completion. It says nothing of the cache: priced with
+// Price.Worst, every prompt token is at its dearest.
 func (c *call) worstCase(a *App) billing.Usage {
+	images := satMul(int64(c.Chat.Images), a.imageTokens(c.Model))
 	return billing.Usage{
-		PromptTokens:     int64(len(c.Body)),
+		PromptTokens:     satAdd(int64(len(c.Body)), images),
 		CompletionTokens: satMul(max(c.Chat.N, 1), a.outputCap(c.Model, c.Chat.MaxTokens)),
 	}
+}
+
+// imageTokens is the most prompt tokens one image may cost on m:
+// the model's image_tokens, else the default.
+func (a *App) imageTokens(m *upstream.Model) int64 {
+	if m.ImageTokens > 0 {
+		return m.ImageTokens
+	}
+	return a.defaultImageTokens
 }
 
 // outputCap is the most output tokens a request for m may produce: what it

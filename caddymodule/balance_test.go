@@ -22,6 +22,8 @@ import (
 	"github.com/openai/openai-go/v3/option"
 
 	"github.com/arcaneapi/caddy-arcane/billing"
+	"github.com/arcaneapi/caddy-arcane/upstream"
+	wire "github.com/arcaneapi/caddy-arcane/upstream/openai"
 )
 
 // End-to-end tests of arcane_balance: holds, refusals, settlement and the
@@ -35,12 +37,14 @@ import (
 // Nothing sleeps or polls; the upstream handlers report over channels.
 
 // balanceModels adds to chatArcane's catalog two models with round prices
-// (2 and 10 micro-dollars a token), one with an output cap and one
-// without, and sets the output cap assumed for the latter.
+// (2 and 10 micro-dollars a token), one with an output cap and an image
+// bound and one with neither, and sets the output cap assumed for the
+// latter (its image bound is the built-in default, 2000).
 const balanceModels = `model metered {
 			deploy up metered-up
 			price input 2 output 10
 			max_output_tokens 1000
+			image_tokens 1000
 		}
 		model uncapped {
 			deploy up uncapped-up
@@ -85,10 +89,33 @@ func (p testPrice) costWithWrites(prompt, cached, written, completion int64) bil
 // prompt price (input, cached input or cache write), and n times the
 // output cap as completion tokens.
 func (p testPrice) worst(body string, n, outputCap int64) billing.Amount {
+	return p.worstWithImages(body, 0, n, outputCap)
+}
+
+// worstWithImages is worst for a body whose images are bounded by
+// imageTokens prompt tokens in all.
+func (p testPrice) worstWithImages(body string, imageTokens, n, outputCap int64) billing.Amount {
 	perPrompt := max(p.input, p.cachedInput, p.cacheWrite)
-	pico := int64(len(body))*perPrompt + n*outputCap*p.output
+	pico := (int64(len(body))+imageTokens)*perPrompt + n*outputCap*p.output
 	return billing.Amount((pico + 500_000) / 1_000_000)
 }
+
+// imageBody is a chat request for model whose user message asks about
+// images at urls.
+func imageBody(model string, urls ...string) string {
+	parts := `{"type":"text","text":"What is in these images?"}`
+	for _, u := range urls {
+		parts += `,{"type":"image_url","image_url":{"url":"` + u + `"}}`
+	}
+	return `{"model":"` + model + `","messages":[{"role":"user","content":[` + parts + `]}]}`
+}
+
+const (
+	catURL = "https://example.com/cat.png"
+	dogURL = "https://example.com/dog.jpg"
+	// pixelURL is a 1x1 PNG inline: its bytes are in the body.
+	pixelURL = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+)
 
 // settledTransport sends every request on a connection of its own with
 // "Connection: close", reads the whole answer, and returns it only once
@@ -1257,8 +1284,10 @@ func TestBalanceHoldFollowsTheOutputCap(t *testing.T) {
 
 	for _, tc := range []struct {
 		name, model, extra string
+		body               string // instead of chatBody(model, extra)
 		price              testPrice
 		n, outputCap       int64
+		imageTokens        int64
 	}{
 		{name: "without max_tokens the model's max_output_tokens is held", model: meteredModel, price: meteredPrice, n: 1, outputCap: 1000},
 		{name: "max_tokens lowers the hold", model: meteredModel, extra: `,"max_tokens":10`, price: meteredPrice, n: 1, outputCap: 10},
@@ -1271,10 +1300,17 @@ func TestBalanceHoldFollowsTheOutputCap(t *testing.T) {
 		{name: "a model without max_output_tokens holds max_tokens above the default", model: uncappedModel, extra: `,"max_tokens":50000`, price: meteredPrice, n: 1, outputCap: 50000},
 		{name: "gpt-5.2's hold is priced exactly", model: publicModel, price: gptPrice, n: 1, outputCap: 128000},
 		{name: "gpt-5.2's hold with a stream and max_tokens", model: publicModel, extra: `,"stream":true,"max_tokens":333`, price: gptPrice, n: 1, outputCap: 333},
+		{name: "two images by URL add the model's image_tokens each", body: imageBody(meteredModel, catURL, dogURL), price: meteredPrice, n: 1, outputCap: 1000, imageTokens: 2 * 1000},
+		{name: "an image inline as a data: URL adds image_tokens to its bytes: a tiny one costs more than them", body: imageBody(meteredModel, pixelURL), price: meteredPrice, n: 1, outputCap: 1000, imageTokens: 1000},
+		{name: "inline and URL images add alike", body: imageBody(meteredModel, pixelURL, catURL), price: meteredPrice, n: 1, outputCap: 1000, imageTokens: 2 * 1000},
+		{name: "a model without image_tokens adds the default 2000 per image", body: imageBody(uncappedModel, catURL), price: meteredPrice, n: 1, outputCap: 2000, imageTokens: 2000},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			body := chatBody(tc.model, tc.extra)
-			want := tc.price.worst(body, tc.n, tc.outputCap)
+			body := tc.body
+			if body == "" {
+				body = chatBody(tc.model, tc.extra)
+			}
+			want := tc.price.worstWithImages(body, tc.imageTokens, tc.n, tc.outputCap)
 			t.Run("an account with exactly the hold is admitted", func(t *testing.T) { fits(t, body, want) })
 			t.Run("an account one micro-dollar short is refused", func(t *testing.T) { short(t, body, want) })
 		})
@@ -1295,6 +1331,25 @@ func TestBalanceHoldFollowsTheOutputCap(t *testing.T) {
 			t.Errorf("%d charge rows, want 1 (the admitted request)", len(rows))
 		}
 	})
+	t.Run("an account that covers the body's bytes but not the images is refused and nothing changes", func(t *testing.T) {
+		env.up.handle(replyWith(free))
+		body := imageBody(meteredModel, catURL, dogURL)
+		funded := meteredPrice.worstWithImages(body, 2*1000, 1, 1000) - 1
+		if bytesOnly := meteredPrice.worst(body, 1, 1000); bytesOnly > funded {
+			t.Fatalf("the balance %s does not cover the bytes-only hold %s", funded, bytesOnly)
+		}
+		acct, key := fundedKey(t, funded)
+		rows, calls := len(ledgerRows(t, acct.ID)), env.up.calls.Load()
+		resp := settledChat(t, http.MethodPost, key.Key, body)
+		assertOpenAIError(t, resp.Status, resp.Header, string(resp.Body), http.StatusForbidden, "insufficient_balance", "insufficient_balance")
+		if env.up.calls.Load() != calls {
+			t.Error("the refused request reached the upstream")
+		}
+		if n := len(ledgerRows(t, acct.ID)); n != rows {
+			t.Errorf("the ledger has %d rows, had %d", n, rows)
+		}
+		assertFunds(t, acct.ID, funded)
+	})
 	t.Run("a request that fits with n=1 is refused with n=3", func(t *testing.T) {
 		env.up.handle(replyWith(free))
 		one := chatBody(meteredModel, `,"max_tokens":10,"n":1`)
@@ -1310,4 +1365,31 @@ func TestBalanceHoldFollowsTheOutputCap(t *testing.T) {
 			t.Errorf("%d charge rows, want 1 (the admitted request)", len(rows))
 		}
 	})
+}
+
+func TestWorstCaseBoundsImagesByURL(t *testing.T) {
+	a := &App{defaultImageTokens: 1500, defaultMaxOutput: 10}
+	bounded := &upstream.Model{ID: "bounded", ImageTokens: 700}
+	unbounded := &upstream.Model{ID: "unbounded"}
+	for _, tc := range []struct {
+		name       string
+		model      *upstream.Model
+		body       string
+		images     int
+		wantPrompt int64
+	}{
+		{"no images: the body's bytes", bounded, "0123456789", 0, 10},
+		{"each image adds the model's image_tokens", bounded, "0123456789", 3, 10 + 3*700},
+		{"a model without image_tokens adds the default", unbounded, "0123456789", 2, 10 + 2*1500},
+		{"a huge bound saturates instead of wrapping", &upstream.Model{ImageTokens: 1 << 62}, "0123456789", 4, 1<<63 - 1},
+		{"a bound just short of the limit saturates when the bytes are added", &upstream.Model{ImageTokens: 1<<63 - 5}, "0123456789", 1, 1<<63 - 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &call{Body: []byte(tc.body), Model: tc.model, Chat: &wire.Request{N: 1, Images: tc.images}}
+			w := c.worstCase(a)
+			if w.PromptTokens != tc.wantPrompt || w.CompletionTokens != 10 {
+				t.Errorf("worst case %d prompt and %d completion tokens, want %d and 10", w.PromptTokens, w.CompletionTokens, tc.wantPrompt)
+			}
+		})
+	}
 }

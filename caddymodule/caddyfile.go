@@ -39,6 +39,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //		demo           [on|off]
 //		max_request_body <size>
 //		default_max_output_tokens <n>
+//		default_image_tokens <n>
 //		request_timeout <duration>
 //		stream_keepalive <duration>
 //		failover {
@@ -71,6 +72,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //			price input <usd> output <usd> [cached_input <usd>] [cache_write <usd>]  # per 1M tokens
 //			context_length <n>
 //			max_output_tokens <n>
+//			image_tokens <n>
 //			owned_by <name>
 //		}
 //	}
@@ -143,7 +145,7 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("open_timeout %q: %v", d.Val(), err)
 			}
 			a.OpenTimeout = caddy.Duration(dur)
-		case "key_cache_size", "default_max_output_tokens":
+		case "key_cache_size", "default_max_output_tokens", "default_image_tokens":
 			if !d.NextArg() {
 				return d.ArgErr()
 			}
@@ -151,10 +153,13 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err != nil || n <= 0 {
 				return d.Errf("%s %q: expected a positive whole number", name, d.Val())
 			}
-			if name == "key_cache_size" {
+			switch name {
+			case "key_cache_size":
 				a.KeyCacheSize = n
-			} else {
+			case "default_max_output_tokens":
 				a.DefaultMaxOutputTokens = n
+			default:
+				a.DefaultImageTokens = n
 			}
 		case "demo":
 			a.Demo = true
@@ -280,7 +285,7 @@ func (a *App) unmarshalModel(d *caddyfile.Dispenser) error {
 			if err := parsePrice(&mc.Price, args); err != nil {
 				return d.Errf("model %s: price: %v", mc.ID, err)
 			}
-		case "context_length", "max_output_tokens":
+		case "context_length", "max_output_tokens", "image_tokens":
 			if len(args) != 1 {
 				return d.ArgErr()
 			}
@@ -288,10 +293,13 @@ func (a *App) unmarshalModel(d *caddyfile.Dispenser) error {
 			if err != nil || n <= 0 {
 				return d.Errf("model %s: %s %q: expected a positive whole number", mc.ID, opt, args[0])
 			}
-			if opt == "context_length" {
+			switch opt {
+			case "context_length":
 				mc.ContextLength = n
-			} else {
+			case "max_output_tokens":
 				mc.MaxOutputTokens = n
+			default:
+				mc.ImageTokens = n
 			}
 		case "owned_by":
 			if len(args) != 1 {

@@ -100,6 +100,13 @@ type ModelConfig struct {
 	// balance holds will size their worst case with it. arcane does not
 	// enforce it on requests.
 	MaxOutputTokens int64 `json:"max_output_tokens,omitempty"`
+	// ImageTokens is the most prompt tokens one image can cost on this
+	// model. An image is billed by its pixels, not its bytes in the
+	// request (a URL is a few dozen), so balance holds, which bound the
+	// prompt by the body's bytes, add this much per image. Look it up in the
+	// provider's vision pricing for the largest image the model accepts.
+	// Default: the app's default_image_tokens.
+	ImageTokens int64 `json:"image_tokens,omitempty"`
 	// OwnedBy is reported by /v1/models. Default: the first deployment's
 	// provider name.
 	OwnedBy string `json:"owned_by,omitempty"`
@@ -148,11 +155,11 @@ func (a *App) buildCatalog() (*upstream.Catalog, map[string]billing.Price, error
 			(mc.Price.CacheWrite != nil && *mc.Price.CacheWrite < 0) {
 			return nil, nil, fmt.Errorf("model %s: prices must not be negative", mc.ID)
 		}
-		if mc.ContextLength < 0 || mc.MaxOutputTokens < 0 {
-			return nil, nil, fmt.Errorf("model %s: context_length and max_output_tokens must not be negative", mc.ID)
+		if mc.ContextLength < 0 || mc.MaxOutputTokens < 0 || mc.ImageTokens < 0 {
+			return nil, nil, fmt.Errorf("model %s: context_length, max_output_tokens and image_tokens must not be negative", mc.ID)
 		}
 		m := &upstream.Model{ID: mc.ID, ContextLength: mc.ContextLength, MaxOutputTokens: mc.MaxOutputTokens,
-			OwnedBy: mc.OwnedBy, Created: created}
+			ImageTokens: mc.ImageTokens, OwnedBy: mc.OwnedBy, Created: created}
 		for _, dc := range mc.Deployments {
 			p, ok := providers[dc.Provider]
 			if !ok {

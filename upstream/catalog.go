@@ -118,6 +118,10 @@ type Model struct {
 	// ContextLength and MaxOutputTokens are 0 when unknown.
 	ContextLength   int64
 	MaxOutputTokens int64
+	// ImageTokens is the most prompt tokens one image can
+	// cost on this model; 0 when not configured (the gateway's default
+	// applies).
+	ImageTokens int64
 	// OwnedBy is what /v1/models reports as owned_by.
 	OwnedBy string
 	// Created is what /v1/models reports as created (Unix seconds).

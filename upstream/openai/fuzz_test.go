@@ -6,6 +6,7 @@ import (
 	"errors"
 	"math"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -25,6 +26,7 @@ var fuzzSeeds = []string{
 	`{"choices":[{"delta":{"reasoning_content":"r","content":"c","refusal":"x","tool_calls":[{"function":{"name":"f","arguments":"{}"},"custom":{"name":"g","input":"i"}}],"function_call":{"name":"h","arguments":"a"}}}]}`,
 	`{"choices":[{"message":{"content":[{"type":"text","text":"a"}]}}],"usage":{"prompt_tokens":1.0,"completion_tokens":-1,"total_tokens":0}}`,
 	`{"usage":{"prompt_tokens":9223372036854775807,"completion_tokens":9223372036854775807}}`,
+	`{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"a"},{"type":"image_url","image_url":{"url":"https://x/a.png"}},{"type":"image_url","image_url":{"url":"data:image/png;base64,AA=="}},{"Type":"image\u005furl","image_url":"https://y"}]}]}`,
 }
 
 // FuzzWalk holds the walker to encoding/json: the same inputs are valid, and
@@ -124,6 +126,16 @@ func FuzzScanRequest(f *testing.F) {
 		if r.N < 1 || r.N > maxN || r.MaxTokens < 0 {
 			t.Fatalf("n %d, max tokens %d", r.N, r.MaxTokens)
 		}
+		// The image count errs high, never low: at least what a decoder
+		// that keeps the last of repeated keys sees, at most the parts.
+		low, parts := refImages(messages)
+		if r.Images < low || r.Images > parts {
+			t.Fatalf("%d images; encoding/json sees %d among %d parts", r.Images, low, parts)
+		}
+		// A part is an image only when its type decodes to image_url.
+		if r.Images > 0 && !bytes.Contains(body, []byte("image_url")) && !bytes.Contains(body, []byte(`\u`)) {
+			t.Fatalf("%d images in a body that never says image_url", r.Images)
+		}
 
 		const upstream = "up\"stream\u2028\x01"
 		out := r.AppendUpstream(nil, body, upstream, true)
@@ -132,10 +144,34 @@ func FuzzScanRequest(f *testing.F) {
 		if err != nil {
 			t.Fatalf("the upstream body is refused: %v\n%s", err, out)
 		}
-		if again.Model != upstream || again.IncludeUsage != r.Stream || again.Messages != r.Messages || again.MaxTokens != r.MaxTokens {
+		if again.Model != upstream || again.IncludeUsage != r.Stream || again.Messages != r.Messages || again.MaxTokens != r.MaxTokens ||
+			again.Images != r.Images {
 			t.Fatalf("the upstream body scans as %+v, from %+v", again, r)
 		}
 	})
+}
+
+// refImages is Request.Images over decoded messages, which keep only the
+// last of repeated keys, and the number of object content parts.
+func refImages(messages []any) (images, parts int) {
+	for _, msg := range messages {
+		mm, _ := msg.(map[string]any)
+		content, _ := mm["content"].([]any)
+		for _, p := range content {
+			part, ok := p.(map[string]any)
+			if !ok {
+				continue
+			}
+			parts++
+			for k, v := range part {
+				if strings.EqualFold(k, "type") && v == "image_url" {
+					images++
+					break
+				}
+			}
+		}
+	}
+	return images, parts
 }
 
 // FuzzAppendWithModel checks that a JSON object stays one, with the new model.

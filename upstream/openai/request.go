@@ -29,6 +29,19 @@ type Request struct {
 	IncludeUsage bool
 	// Messages is the number of messages, at least 1.
 	Messages int
+	// Images is the number of image parts: content parts of type
+	// image_url, in any message. A balance hold bounds the prompt by the
+	// body's bytes, but an image given by URL is a few dozen bytes that
+	// cost hundreds to thousands of prompt tokens, and even an inline one
+	// can cost more tokens than its bytes (a 1x1 PNG is a whole tile), so
+	// the hold adds a bound per image, inline or not.
+	//
+	// The count errs high, never low, as what it bounds is money: keys
+	// are matched under ASCII case folding and in every repeat, because
+	// some upstreams decode with Go's encoding/json (case-insensitive,
+	// last repeat wins) and others with case-sensitive decoders that keep
+	// the first.
+	Images int
 
 	size     int  // len(body) scanned; AppendUpstream refuses any other body
 	open     int  // offset of the top-level '{'
@@ -149,7 +162,7 @@ func ScanRequest(body []byte) (Request, error) {
 	if r.Model, err = scanModel(body, r.model); err != nil {
 		return Request{}, err
 	}
-	if r.Messages, err = scanMessages(body, f.messages); err != nil {
+	if r.Messages, r.Images, err = scanMessages(body, f.messages); err != nil {
 		return Request{}, err
 	}
 	if r.Stream, err = optionalBool(body, f.stream, "stream"); err != nil {
@@ -207,35 +220,40 @@ func scanModel(b []byte, v span) (string, *RequestError) {
 	return s, nil
 }
 
-func scanMessages(b []byte, v span) (int, *RequestError) {
+// scanMessages checks the messages and returns how many there are and how
+// many images they hold.
+func scanMessages(b []byte, v span) (n, images int, err *RequestError) {
 	if !v.ok() {
-		return 0, missing("messages")
+		return 0, 0, missing("messages")
 	}
 	if b[v.start] != '[' {
-		return 0, wrongType(b, v, "messages", "an array")
+		return 0, 0, wrongType(b, v, "messages", "an array")
 	}
-	n := 0
 	a := openArray(b, v)
 	for {
 		e, ok := a.next()
 		if !ok {
 			break
 		}
-		if err := scanMessage(b, e, n); err != nil {
-			return 0, err
+		imgs, err := scanMessage(b, e, n)
+		if err != nil {
+			return 0, 0, err
 		}
+		images += imgs
 		n++
 	}
 	if n == 0 {
-		return 0, &RequestError{Param: "messages", Code: codeValue,
+		return 0, 0, &RequestError{Param: "messages", Code: codeValue,
 			Message: "Invalid 'messages': expected an array with at least 1 message, but got an empty array instead."}
 	}
-	return n, nil
+	return n, images, nil
 }
 
-func scanMessage(b []byte, v span, i int) *RequestError {
+// scanMessage checks messages[i] and returns how many images its content
+// holds (Request.Images).
+func scanMessage(b []byte, v span, i int) (int, *RequestError) {
 	if b[v.start] != '{' {
-		return wrongType(b, v, messageParam(i, ""), "an object")
+		return 0, wrongType(b, v, messageParam(i, ""), "an object")
 	}
 	var role, content span
 	var buf [maxName]byte
@@ -248,25 +266,25 @@ func scanMessage(b []byte, v span, i int) *RequestError {
 		switch string(m.name(&buf)) {
 		case "role":
 			if role.ok() {
-				return duplicate(messageParam(i, "role"))
+				return 0, duplicate(messageParam(i, "role"))
 			}
 			role = m.span
 		case "content":
 			if content.ok() {
-				return duplicate(messageParam(i, "content"))
+				return 0, duplicate(messageParam(i, "content"))
 			}
 			content = m.span
 		}
 	}
 	if !role.ok() {
-		return missing(messageParam(i, "role"))
+		return 0, missing(messageParam(i, "role"))
 	}
 	if b[role.start] != '"' {
-		return wrongType(b, role, messageParam(i, "role"), "a string")
+		return 0, wrongType(b, role, messageParam(i, "role"), "a string")
 	}
 	kind := roleOf(b, role)
 	if kind == roleOther {
-		return &RequestError{Param: messageParam(i, "role"), Code: codeValue,
+		return 0, &RequestError{Param: messageParam(i, "role"), Code: codeValue,
 			Message: "Invalid value for '" + messageParam(i, "role") + "': supported values are 'system', " +
 				"'developer', 'user', 'assistant', 'tool' and 'function'."}
 	}
@@ -275,19 +293,79 @@ func scanMessage(b []byte, v span, i int) *RequestError {
 	nullable := kind == roleAssistant || kind == roleFunction
 	if !content.ok() {
 		if kind == roleAssistant {
-			return nil
+			return 0, nil
 		}
-		return missing(messageParam(i, "content"))
+		return 0, missing(messageParam(i, "content"))
 	}
 	switch b[content.start] {
-	case '"', '[':
-		return nil
+	case '"':
+		return 0, nil
+	case '[':
+		return images(b, content), nil
 	case 'n':
 		if nullable {
-			return nil
+			return 0, nil
 		}
 	}
-	return wrongType(b, content, messageParam(i, "content"), "a string or an array of content parts")
+	return 0, wrongType(b, content, messageParam(i, "content"), "a string or an array of content parts")
+}
+
+// images counts the image parts in the array at v (see Request.Images).
+// Elements that are not objects are not parts this gateway reads: the
+// upstream judges them.
+func images(b []byte, v span) int {
+	n := 0
+	a := openArray(b, v)
+	for {
+		p, ok := a.next()
+		if !ok {
+			return n
+		}
+		if b[p.start] == '{' && isImage(b, p) {
+			n++
+		}
+	}
+}
+
+// isImage reports whether the content part at v, an object, is an image
+// part: some member whose key folds to "type" is "image_url".
+func isImage(b []byte, v span) bool {
+	var buf [maxName]byte
+	o := openObject(b, v)
+	for {
+		m, ok := o.next()
+		if !ok {
+			return false
+		}
+		if foldEqual(m.name(&buf), "type") && isStringValue(b, m.span, "image_url") {
+			return true
+		}
+	}
+}
+
+// foldEqual reports whether name equals the lower-case ASCII word under
+// ASCII case folding. (Unicode folding adds nothing for the words used
+// here: none holds a k or an s.)
+func foldEqual(name []byte, word string) bool {
+	if len(name) != len(word) {
+		return false
+	}
+	for i := range len(name) {
+		if c := name[i]; c != word[i] && c|0x20 != word[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// isStringValue reports whether the value at v is a string that decodes to
+// the ASCII word.
+func isStringValue(b []byte, v span, word string) bool {
+	if b[v.start] != '"' {
+		return false
+	}
+	raw := b[v.start+1 : v.end-1]
+	return equalString(raw, bytes.IndexByte(raw, '\\') >= 0, word)
 }
 
 func roleOf(b []byte, v span) int {

@@ -179,3 +179,55 @@ func TestScanRequestRefusesCaseVariantsOfCheckedKeys(t *testing.T) {
 		t.Fatalf("keys that merely resemble checked ones are refused: %v", err)
 	}
 }
+
+func TestScanRequestCountsImages(t *testing.T) {
+	const (
+		https  = `{"type":"image_url","image_url":{"url":"https://example.com/cat.png","detail":"high"}}`
+		data   = `{"type":"image_url","image_url":{"url":"data:image/png;base64,iVBORw0KGgo="}}`
+		text   = `{"type":"text","text":"what is in these images? \"image_url\""}`
+		before = `{"model":"m","messages":[`
+		after  = `]}`
+	)
+	user := func(parts ...string) string {
+		return `{"role":"user","content":[` + strings.Join(parts, ",") + `]}`
+	}
+	cases := []struct {
+		name string
+		body string
+		want int
+	}{
+		{"string content holds no image, whatever it says", before + `{"role":"user","content":"` + strings.ReplaceAll(https, `"`, `\"`) + `"}` + after, 0},
+		{"text parts are not images", before + user(text) + after, 0},
+		{"an https image counts", before + user(text, https) + after, 1},
+		{"an http image counts", before + user(`{"type":"image_url","image_url":{"url":"http://example.com/a.jpg"}}`) + after, 1},
+		{"a data: image counts too: a tiny one costs more tokens than its bytes", before + user(data) + after, 1},
+		{"images count across parts and messages", before + user(https, data, https) + `,{"role":"assistant","content":"ok"},` + user(text, https) + after, 4},
+		{"images count in any role", before + `{"role":"system","content":[` + https + `]},{"role":"assistant","content":[` + https + `]}` + after, 2},
+		{"a bare URL string as image_url counts", before + user(`{"type":"image_url","image_url":"https://example.com/a.png"}`) + after, 1},
+		{"a bare data: URL string as image_url counts", before + user(`{"type":"image_url","image_url":"data:image/png;base64,AAAA"}`) + after, 1},
+		{"an image part without a url counts: we cannot tell what it costs", before + user(`{"type":"image_url","image_url":{"detail":"low"}}`) + after, 1},
+		{"an image part without image_url counts", before + user(`{"type":"image_url"}`) + after, 1},
+		{"an image part whose url is not a string counts", before + user(`{"type":"image_url","image_url":{"url":["data:x"]}}`) + after, 1},
+		{"an image part whose image_url is null counts", before + user(`{"type":"image_url","image_url":null}`) + after, 1},
+		{"an image part with a data: and an https url counts", before + user(`{"type":"image_url","image_url":{"url":"data:x","url":"https://x"}}`) + after, 1},
+		{"an image part with a repeated image_url counts once", before + user(`{"type":"image_url","image_url":{"url":"data:x"},"image_url":{"url":"https://x"}}`) + after, 1},
+		{"a part typed image_url in any repeat counts", before + user(`{"type":"text","type":"image_url","image_url":{"url":"https://x"}}`) + after, 1},
+		{"keys in another case count, as Go's encoding/json reads them", before + user(`{"Type":"image_url","IMAGE_URL":{"URL":"https://x"}}`) + after, 1},
+		{"keys and type written with escapes count", before + user(`{"typ\u0065":"image\u005furl","imag\u0065_url":{"url":"https://x"}}`) + after, 1},
+		{"a type in another case is not image_url", before + user(`{"type":"Image_URL","image_url":{"url":"https://x"}}`) + after, 0},
+		{"non-object parts are skipped", before + user(`"https://x"`, `["image_url"]`, `null`, https) + after, 1},
+		{"an image_url key without the type is not an image part", before + user(`{"type":"text","text":"a","image_url":{"url":"https://x"}}`) + after, 0},
+		{"an image in an unchecked field does not count", `{"model":"m",` + msgs + `,"metadata":{"content":[` + https + `]}}`, 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := ScanRequest([]byte(tc.body))
+			if err != nil {
+				t.Fatalf("ScanRequest: %v", err)
+			}
+			if r.Images != tc.want {
+				t.Errorf("Images = %d, want %d", r.Images, tc.want)
+			}
+		})
+	}
+}
