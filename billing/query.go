@@ -214,17 +214,32 @@ type UsageQuery struct {
 	Since, Until time.Time
 }
 
-// UsageRow is what one account spent on one model in a period: the
-// requests settled, the tokens they were billed for and their cost.
-type UsageRow struct {
-	AccountID        string `json:"account_id"`
-	Model            string `json:"model"`
+// UsageSums are the sums of a set of charges: the requests settled, the
+// tokens they were billed for and their cost.
+type UsageSums struct {
 	Requests         int64  `json:"requests"`
 	PromptTokens     int64  `json:"prompt_tokens"`
 	CachedTokens     int64  `json:"cached_tokens"`
 	CacheWriteTokens int64  `json:"cache_write_tokens"`
 	CompletionTokens int64  `json:"completion_tokens"`
 	Cost             Amount `json:"cost"`
+}
+
+// add counts the charge e in.
+func (u *UsageSums) add(e *Entry) {
+	u.Requests++
+	u.PromptTokens += e.PromptTokens
+	u.CachedTokens += e.CachedTokens
+	u.CacheWriteTokens += e.CacheWriteTokens
+	u.CompletionTokens += e.CompletionTokens
+	u.Cost += e.Cost()
+}
+
+// UsageRow is what one account spent on one model in a period.
+type UsageRow struct {
+	AccountID string `json:"account_id"`
+	Model     string `json:"model"`
+	UsageSums
 }
 
 // Usage sums the charge rows in a period: one row per account and model
@@ -290,13 +305,7 @@ func appendUsage(out []UsageRow, b *bolt.Bucket, accountID string, q UsageQuery)
 			byModel[e.Model] = i
 			out = append(out, UsageRow{AccountID: accountID, Model: e.Model})
 		}
-		r := &out[i]
-		r.Requests++
-		r.PromptTokens += e.PromptTokens
-		r.CachedTokens += e.CachedTokens
-		r.CacheWriteTokens += e.CacheWriteTokens
-		r.CompletionTokens += e.CompletionTokens
-		r.Cost += e.Cost()
+		out[i].add(&e)
 	}
 	return out, err
 }
@@ -304,14 +313,9 @@ func appendUsage(out []UsageRow, b *bolt.Bucket, accountID string, q UsageQuery)
 // DailyUsageRow is what an account spent on one model on one UTC day.
 type DailyUsageRow struct {
 	// Day is the day's midnight, UTC.
-	Day              time.Time `json:"day"`
-	Model            string    `json:"model"`
-	Requests         int64     `json:"requests"`
-	PromptTokens     int64     `json:"prompt_tokens"`
-	CachedTokens     int64     `json:"cached_tokens"`
-	CacheWriteTokens int64     `json:"cache_write_tokens"`
-	CompletionTokens int64     `json:"completion_tokens"`
-	Cost             Amount    `json:"cost"`
+	Day   time.Time `json:"day"`
+	Model string    `json:"model"`
+	UsageSums
 }
 
 // DailyUsage sums an account's charge rows in a period per UTC day and
@@ -361,13 +365,7 @@ func (s *BoltStore) DailyUsage(accountID string, since, until time.Time) ([]Dail
 				byGroup[g] = i
 				out = append(out, DailyUsageRow{Day: g.day, Model: g.model})
 			}
-			r := &out[i]
-			r.Requests++
-			r.PromptTokens += e.PromptTokens
-			r.CachedTokens += e.CachedTokens
-			r.CacheWriteTokens += e.CacheWriteTokens
-			r.CompletionTokens += e.CompletionTokens
-			r.Cost += e.Cost()
+			out[i].add(&e)
 		}
 		return err
 	})

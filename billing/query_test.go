@@ -304,7 +304,7 @@ func TestUsage(t *testing.T) {
 	settle(a, "a4", "alpha", 1, 0, 1, 3)
 
 	row := func(acct Account, model string, req, prompt, cached, completion int64, cost Amount) UsageRow {
-		return UsageRow{AccountID: acct.ID, Model: model, Requests: req, PromptTokens: prompt, CachedTokens: cached, CacheWriteTokens: 2 * cached, CompletionTokens: completion, Cost: cost}
+		return UsageRow{AccountID: acct.ID, Model: model, UsageSums: UsageSums{Requests: req, PromptTokens: prompt, CachedTokens: cached, CacheWriteTokens: 2 * cached, CompletionTokens: completion, Cost: cost}}
 	}
 	cases := []struct {
 		name string
@@ -397,7 +397,7 @@ func TestDailyUsage(t *testing.T) {
 	settle(acct, "late", "m2", 7, 0, 7, 7) // after the window below
 
 	row := func(d int, model string, req, prompt, cached, completion int64, cost Amount) DailyUsageRow {
-		return DailyUsageRow{Day: day(d), Model: model, Requests: req, PromptTokens: prompt, CachedTokens: cached, CacheWriteTokens: 2 * cached, CompletionTokens: completion, Cost: cost}
+		return DailyUsageRow{Day: day(d), Model: model, UsageSums: UsageSums{Requests: req, PromptTokens: prompt, CachedTokens: cached, CacheWriteTokens: 2 * cached, CompletionTokens: completion, Cost: cost}}
 	}
 	cases := []struct {
 		name         string
