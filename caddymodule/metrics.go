@@ -41,10 +41,10 @@ type metrics struct {
 
 // modelMetrics are one model's series.
 type modelMetrics struct {
-	ok                                    prometheus.Counter // requests_total{outcome="ok",code="200"}
-	prompt, cached, completion, reasoning prometheus.Counter
-	cost                                  prometheus.Counter
-	byDeployment                          map[*upstream.Deployment]*deploymentMetrics
+	ok                                                prometheus.Counter // requests_total{outcome="ok",code="200"}
+	prompt, cached, cacheWrite, completion, reasoning prometheus.Counter
+	cost                                              prometheus.Counter
+	byDeployment                                      map[*upstream.Deployment]*deploymentMetrics
 }
 
 // deploymentMetrics are one deployment's series.
@@ -70,7 +70,7 @@ func newMetrics(reg prometheus.Registerer, a *App) (*metrics, error) {
 		}, []string{"model", "outcome", "code"}),
 		tokens: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: metricsNamespace, Name: "tokens_total",
-			Help: "Tokens delivered by public model and kind (prompt, cached, completion, reasoning); cached and reasoning are parts of prompt and completion.",
+			Help: "Tokens delivered by public model and kind (prompt, cached, cache_write, completion, reasoning); cached and cache_write are parts of prompt, reasoning of completion.",
 		}, []string{"model", "kind"}),
 		cost: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: metricsNamespace, Name: "cost_dollars_total",
@@ -122,6 +122,7 @@ func newMetrics(reg prometheus.Registerer, a *App) (*metrics, error) {
 		mm := &modelMetrics{
 			ok:     m.requests.WithLabelValues(id, "ok", "200"),
 			prompt: m.tokens.WithLabelValues(id, "prompt"), cached: m.tokens.WithLabelValues(id, "cached"),
+			cacheWrite: m.tokens.WithLabelValues(id, "cache_write"),
 			completion: m.tokens.WithLabelValues(id, "completion"), reasoning: m.tokens.WithLabelValues(id, "reasoning"),
 			cost:         m.cost.WithLabelValues(id),
 			byDeployment: make(map[*upstream.Deployment]*deploymentMetrics, len(model.Deployments)),
@@ -201,6 +202,7 @@ func (m *metrics) finish(c *call, now time.Time) {
 	u := x.Usage
 	mm.prompt.Add(float64(u.PromptTokens))
 	mm.cached.Add(float64(u.CachedTokens))
+	mm.cacheWrite.Add(float64(u.CacheWriteTokens))
 	mm.completion.Add(float64(u.CompletionTokens))
 	mm.reasoning.Add(float64(u.ReasoningTokens))
 	if c.Charged > 0 {

@@ -480,10 +480,11 @@ func TestObservabilityMetricsByOutcome(t *testing.T) {
 		s := scrapeMetrics(t)
 		assertTable(t, "caddy_arcane_requests_total", s.table("caddy_arcane_requests_total", "model", "outcome", "code"), requests)
 		assertTable(t, "caddy_arcane_tokens_total", s.table("caddy_arcane_tokens_total", "model", "kind"), map[string]float64{
-			publicModel + "|prompt":     float64(usageA.prompt + usageB.prompt),
-			publicModel + "|cached":     float64(usageA.cached + usageB.cached),
-			publicModel + "|completion": float64(usageA.completion + usageB.completion),
-			publicModel + "|reasoning":  float64(usageA.reasoning + usageB.reasoning),
+			publicModel + "|prompt":      float64(usageA.prompt + usageB.prompt),
+			publicModel + "|cached":      float64(usageA.cached + usageB.cached),
+			publicModel + "|cache_write": 0, // an OpenAI-shaped upstream that reports none
+			publicModel + "|completion":  float64(usageA.completion + usageB.completion),
+			publicModel + "|reasoning":   float64(usageA.reasoning + usageB.reasoning),
 		})
 		ledger := ledgerSums(t, env.acct.ID)
 		if ledger.rows != 2 || ledger.cost != usageA.cost()+usageB.cost() {
@@ -690,10 +691,11 @@ func TestObservabilityMetricsByOutcome(t *testing.T) {
 			t.Errorf("the ledger has %d charges, want one per forwarded request: %d", ledger.rows, forwarded)
 		}
 		assertTable(t, "caddy_arcane_tokens_total", s.table("caddy_arcane_tokens_total", "model", "kind"), map[string]float64{
-			publicModel + "|prompt":     float64(ledger.prompt),
-			publicModel + "|cached":     float64(ledger.cached),
-			publicModel + "|completion": float64(ledger.completion),
-			publicModel + "|reasoning":  reasoning,
+			publicModel + "|prompt":      float64(ledger.prompt),
+			publicModel + "|cached":      float64(ledger.cached),
+			publicModel + "|cache_write": 0,
+			publicModel + "|completion":  float64(ledger.completion),
+			publicModel + "|reasoning":   reasoning,
 		})
 		if got := micro(s.value("caddy_arcane_cost_dollars_total", "model", publicModel)); got != ledger.cost {
 			t.Errorf("caddy_arcane_cost_dollars_total{model=%q} = %s, want the ledger's %s", publicModel, got, ledger.cost)
@@ -739,7 +741,7 @@ var obsLabels = map[string][]string{
 	"deployment": nil,
 	"outcome":    {"ok", "client_closed", "upstream_error", "invalid_request", "rate_limited", "insufficient_balance", "gateway_error"},
 	"code":       nil,
-	"kind":       {"prompt", "cached", "completion", "reasoning"},
+	"kind":       {"prompt", "cached", "cache_write", "completion", "reasoning"},
 	"result":     {"ok", "failed", "client_closed"},
 	"reason":     {"invalid_api_key", "account_disabled", "rate_limit_requests", "rate_limit_tokens", "insufficient_balance", "gateway_error"},
 	"state":      {"closed", "open", "half_open"},
@@ -873,7 +875,7 @@ func TestObservabilityMetricsSurviveReload(t *testing.T) {
 		assertTable(t, "caddy_arcane_requests_total", s.table("caddy_arcane_requests_total", "model", "outcome", "code"),
 			map[string]float64{modelID + "|ok|200": 1})
 		assertTable(t, "caddy_arcane_tokens_total", s.table("caddy_arcane_tokens_total", "model", "kind"), map[string]float64{
-			modelID + "|prompt": float64(usage.prompt), modelID + "|cached": float64(usage.cached),
+			modelID + "|prompt": float64(usage.prompt), modelID + "|cached": float64(usage.cached), modelID + "|cache_write": 0,
 			modelID + "|completion": float64(usage.completion), modelID + "|reasoning": float64(usage.reasoning),
 		})
 		assertTable(t, "caddy_arcane_time_to_first_token_seconds", s.table("caddy_arcane_time_to_first_token_seconds", "model", "deployment"),
