@@ -207,18 +207,10 @@ func run(ctx context.Context, o *options, pin pinning) (code int) {
 	setup := time.Since(began)
 
 	rep := &report{
-		Go:             runtime.Version(),
-		OS:             runtime.GOOS + "/" + runtime.GOARCH,
-		CPUs:           pin.cpus,
-		Pinned:         pin.on,
-		PinNote:        pin.note,
-		LoadCPUs:       pin.selfAllowed,
-		ServerCPUs:     env.serverAllowed,
-		GOMAXPROCS:     runtime.GOMAXPROCS(0),
+		machine:        newMachine(pin, env),
 		MockProcs:      env.mockProcs,
 		CaddyIdleConns: o.caddyIdleConns,
 		FileLimit:      fileLimit.Cur,
-		Caddy:          env.caddyVersion,
 		Rounds:         o.rounds,
 		Duration:       o.duration.String(),
 		OpenDuration:   o.openDuration.String(),

@@ -4,14 +4,15 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"runtime"
 	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 )
 
-// report is a whole run, as -json writes it.
-type report struct {
+// machine is what a run or a soak ran on, as -json writes it.
+type machine struct {
 	Go         string `json:"go"`
 	OS         string `json:"os"`
 	Caddy      string `json:"caddy"`
@@ -21,7 +22,20 @@ type report struct {
 	LoadCPUs   string `json:"load_generator_cpus"`
 	ServerCPUs string `json:"server_cpus"`
 	GOMAXPROCS int    `json:"gomaxprocs"`
-	MockProcs  int    `json:"mock_gomaxprocs"`
+}
+
+func newMachine(pin pinning, env *environment) machine {
+	return machine{
+		Go: runtime.Version(), OS: runtime.GOOS + "/" + runtime.GOARCH, Caddy: env.caddyVersion,
+		CPUs: pin.cpus, Pinned: pin.on, PinNote: pin.note, LoadCPUs: pin.selfAllowed, ServerCPUs: env.serverAllowed,
+		GOMAXPROCS: runtime.GOMAXPROCS(0),
+	}
+}
+
+// report is a whole run, as -json writes it.
+type report struct {
+	machine
+	MockProcs int `json:"mock_gomaxprocs"`
 	// CaddyIdleConns is the stock reverse_proxy's
 	// keepalive_idle_conns_per_host; 0 leaves Caddy's default.
 	CaddyIdleConns int `json:"caddy_idle_conns_per_host"`

@@ -9,7 +9,6 @@ import (
 	"math"
 	"net/http"
 	"os"
-	"runtime"
 	"slices"
 	"strconv"
 	"text/tabwriter"
@@ -204,15 +203,7 @@ type soakCheck struct {
 
 // soakResult is a whole soak, as -json writes it.
 type soakResult struct {
-	Go         string `json:"go"`
-	OS         string `json:"os"`
-	Caddy      string `json:"caddy"`
-	CPUs       int    `json:"cpus"`
-	Pinned     bool   `json:"pinned"`
-	PinNote    string `json:"pinning"`
-	LoadCPUs   string `json:"load_generator_cpus"`
-	ServerCPUs string `json:"server_cpus"`
-	GOMAXPROCS int    `json:"gomaxprocs"`
+	machine
 
 	Plan soakPlan `json:"plan"`
 	// MaxRate is arcane's non-stream closed-loop rate, measured first;
@@ -243,11 +234,7 @@ type soakResult struct {
 // runSoak is the -soak mode, in the environment run started; it returns
 // the exit code.
 func runSoak(ctx context.Context, o *options, pin pinning, env *environment, began time.Time) int {
-	res := &soakResult{
-		Go: runtime.Version(), OS: runtime.GOOS + "/" + runtime.GOARCH, Caddy: env.caddyVersion,
-		CPUs: pin.cpus, Pinned: pin.on, PinNote: pin.note, LoadCPUs: pin.selfAllowed, ServerCPUs: env.serverAllowed,
-		GOMAXPROCS: runtime.GOMAXPROCS(0), Plan: newSoakPlan(o.soakDuration), StreamEvery: soakStreamEvery,
-	}
+	res := &soakResult{machine: newMachine(pin, env), Plan: newSoakPlan(o.soakDuration), StreamEvery: soakStreamEvery}
 	res.printHeader(os.Stdout)
 	fmt.Printf("setup: %s (mocks, caddy, account and key)\n", time.Since(began).Round(time.Millisecond))
 	code, err := res.run(ctx, o, newBencher(env))
