@@ -124,8 +124,8 @@ type Deps struct {
 	// Now is the clock; nil means time.Now.
 	Now    func() time.Time
 	Logger *zap.Logger
-	// ClientAddr returns the client's address for rate limits; nil means
-	// the host of r.RemoteAddr.
+	// ClientAddr returns the client's address for rate limits (a port,
+	// if any, is ignored); nil means r.RemoteAddr.
 	ClientAddr func(*http.Request) string
 }
 
@@ -150,7 +150,7 @@ func New(cfg Config, d Deps) (*Handler, error) {
 		h.logger = zap.NewNop()
 	}
 	if h.clientAddr == nil {
-		h.clientAddr = remoteHost
+		h.clientAddr = func(r *http.Request) string { return r.RemoteAddr } // addressKey drops the port
 	}
 	h.routes()
 	return h, nil
@@ -250,13 +250,4 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	h.mux.ServeHTTP(w, r)
-}
-
-// remoteHost is the host part of r.RemoteAddr.
-func remoteHost(r *http.Request) string {
-	addr := r.RemoteAddr
-	if i := strings.LastIndexByte(addr, ':'); i >= 0 {
-		addr = addr[:i]
-	}
-	return strings.Trim(addr, "[]")
 }

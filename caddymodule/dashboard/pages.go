@@ -35,13 +35,13 @@ func (h *Handler) overview(w http.ResponseWriter, r *http.Request, v *visit) {
 		h.serverError(w, r, "reading the account", err)
 		return
 	}
-	now := h.now().UTC()
-	days, _, err := h.dailyUsage(acct.ID)
+	win := usageWindow(h.now())
+	now, month := win.now, win.month
+	days, err := h.dailyUsage(acct.ID, win)
 	if err != nil {
 		h.serverError(w, r, "summing this month's usage", err)
 		return
 	}
-	_, month := usageWindow(now)
 	keys, err := h.store.Keys(acct.ID)
 	if err != nil {
 		h.serverError(w, r, "listing keys", err)
@@ -329,19 +329,18 @@ func (h *Handler) usage(w http.ResponseWriter, r *http.Request, v *visit) {
 	if more && len(rows) > 0 {
 		d.Older = rows[len(rows)-1].Seq
 	}
-	days, _, err := h.dailyUsage(v.user.AccountID)
+	win := usageWindow(h.now())
+	days, err := h.dailyUsage(v.user.AccountID, win)
 	if err != nil {
 		h.serverError(w, r, "summing daily usage", err)
 		return
 	}
-	now := h.now().UTC()
-	since := time.Date(now.Year(), now.Month(), now.Day(), 0, 0, 0, 0, time.UTC).AddDate(0, 0, 1-chartDays)
 	for _, u := range days {
-		if !u.Day.Before(since) {
+		if !u.Day.Before(win.chart) {
 			d.Days = append(d.Days, u)
 		}
 	}
-	d.Tokens, d.Cost = charts(d.Days, since, chartDays)
+	d.Tokens, d.Cost = charts(d.Days, win.chart, chartDays)
 	keys, err := h.store.Keys(v.user.AccountID)
 	if err != nil {
 		h.serverError(w, r, "listing keys", err)

@@ -60,43 +60,45 @@ func (c *usageCache) entry(accountID string) *usageEntry {
 	return e
 }
 
-// usageWindow is the first day the scan covers at now: 30 days for the
-// charts, or the month's first day when that is earlier.
-func usageWindow(now time.Time) (since, month time.Time) {
-	now = now.UTC()
-	today := time.Date(now.Year(), now.Month(), now.Day(), 0, 0, 0, 0, time.UTC)
-	month = time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC)
-	since = today.AddDate(0, 0, 1-chartDays)
-	if month.Before(since) {
-		since = month
-	}
-	return since, month
+// window is the days the overview and the usage page sum over, at now:
+// the charts' 30 days, today included, and the month so far; the scan
+// covers both.
+type window struct {
+	now, scan, chart, month time.Time
 }
 
-// dailyUsage returns the account's charges per day and model from the
-// scan window's first day (returned too) to now. The rows are shared:
-// callers must not change them.
-func (h *Handler) dailyUsage(accountID string) ([]billing.DailyUsageRow, time.Time, error) {
-	now := h.now()
-	since, _ := usageWindow(now)
+func usageWindow(now time.Time) window {
+	now = now.UTC()
+	today := time.Date(now.Year(), now.Month(), now.Day(), 0, 0, 0, 0, time.UTC)
+	w := window{now: now, chart: today.AddDate(0, 0, 1-chartDays), month: time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC)}
+	w.scan = w.chart
+	if w.month.Before(w.scan) {
+		w.scan = w.month
+	}
+	return w
+}
+
+// dailyUsage returns the account's charges per day and model over the
+// window's scan. The rows are shared: callers must not change them.
+func (h *Handler) dailyUsage(accountID string, w window) ([]billing.DailyUsageRow, error) {
 	_, seq, err := h.store.Balance(accountID)
 	if err != nil {
-		return nil, since, err
+		return nil, err
 	}
 	e := h.scans.entry(accountID)
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.rows != nil && e.since.Equal(since) && (e.seq == seq || e.took >= slowScan && now.Sub(e.at) < usageFresh) {
-		return e.rows, since, nil
+	if e.rows != nil && e.since.Equal(w.scan) && (e.seq == seq || e.took >= slowScan && w.now.Sub(e.at) < usageFresh) {
+		return e.rows, nil
 	}
 	start := time.Now()
-	rows, err := h.store.DailyUsage(accountID, since, now.Add(time.Nanosecond))
+	rows, err := h.store.DailyUsage(accountID, w.scan, w.now.Add(time.Nanosecond))
 	if err != nil {
-		return nil, since, err
+		return nil, err
 	}
 	if rows == nil {
 		rows = []billing.DailyUsageRow{}
 	}
-	e.since, e.seq, e.at, e.took, e.rows = since, seq, now, time.Since(start), rows
-	return rows, since, nil
+	e.since, e.seq, e.at, e.took, e.rows = w.scan, seq, w.now, time.Since(start), rows
+	return rows, nil
 }
