@@ -114,7 +114,7 @@ FUZZ_TARGETS = \
 	./upstream/mock:FuzzChatCompletions ./upstream/mock:FuzzMessages \
 	./billing:FuzzCost ./upstream/openai:FuzzAppendUsageCost ./ratelimit:FuzzAllow \
 	./upstream/anthropic:FuzzRequest ./upstream/anthropic:FuzzStream ./upstream/anthropic:FuzzFastDelta \
-	./billing:FuzzCheckPassword ./billing:FuzzNormalizeEmail
+	./billing:FuzzCheckPassword ./billing:FuzzNormalizeEmail ./billing:FuzzReadRecords
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \

@@ -81,7 +81,7 @@ func (d AuditDifference) String() string {
 // acceptable.
 func (s *BoltStore) Audit() (AuditReport, error) {
 	r := AuditReport{Differences: []AuditDifference{}}
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		a := &auditor{
 			report:   &r,
 			accounts: tx.Bucket(bucketAccounts),

@@ -73,6 +73,12 @@ type BoltStore struct {
 	rand io.Reader
 	gc   *committer
 
+	// jmu guards the settlement journal (journal.go); applyAfter is how
+	// long the commit loop lets journaled rows wait for bbolt.
+	jmu        sync.Mutex
+	journal    *journal
+	applyAfter time.Duration
+
 	// password is the cost of new password hashes. hashSlots bounds the
 	// hashes computed at once to half the CPUs (at least one), so a burst
 	// of log-ins takes at most that many times the memory of one hash and
@@ -147,8 +153,18 @@ func OpenBolt(path string, opts BoltOptions) (*BoltStore, error) {
 		db.Close()
 		return nil, fmt.Errorf("initialising database %s: %w", path, err)
 	}
-	s := &BoltStore{db: db, now: opts.Now, rand: opts.Rand, password: password,
+	j, err := openJournal(path, !opts.NoSync)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("opening database %s: %w", path, err)
+	}
+	s := &BoltStore{db: db, now: opts.Now, rand: opts.Rand, password: password, journal: j, applyAfter: applyAfter,
 		hashSlots: make(chan struct{}, max(1, runtime.GOMAXPROCS(0)/2)), hashWait: 2 * time.Second}
+	if err := s.recoverJournal(); err != nil {
+		j.f.Close()
+		db.Close()
+		return nil, fmt.Errorf("opening database %s: %w", path, err)
+	}
 	// Made once, outside the slots: an ErrBusy must not be kept.
 	s.dummyHash = sync.OnceValues(func() (string, error) { return HashPassword("not anyone's password", s.password, s.rand) })
 	s.startCommitter()
@@ -158,16 +174,27 @@ func OpenBolt(path string, opts BoltOptions) (*BoltStore, error) {
 // Path is the file the store lives in.
 func (s *BoltStore) Path() string { return s.db.Path() }
 
-// Close commits the settlements already queued, then releases the file.
-// Settle calls after Close fail with ErrClosed.
+// Close commits the settlements already queued and applies the journal,
+// then releases the files. Settle calls after Close fail with ErrClosed.
+// When the journal cannot be applied it is kept, and the next OpenBolt
+// applies it.
 func (s *BoltStore) Close() error {
 	s.stopCommitter()
-	return s.db.Close()
+	s.jmu.Lock()
+	err := s.applyLocked()
+	if cerr := s.journal.f.Close(); err == nil && !errors.Is(cerr, os.ErrClosed) {
+		err = cerr
+	}
+	s.jmu.Unlock()
+	if cerr := s.db.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // Ping runs an empty read transaction.
 func (s *BoltStore) Ping() error {
-	return s.db.View(func(tx *bolt.Tx) error {
+	return s.view(func(tx *bolt.Tx) error {
 		if tx.Bucket(bucketAccounts) == nil {
 			return errors.New("accounts bucket is missing")
 		}
@@ -188,7 +215,7 @@ func (s *BoltStore) CreateAccount(name string, balance Amount) (Account, error) 
 	}
 	now := s.now().UTC()
 	acct := Account{ID: id, Name: name, State: AccountActive, CreatedAt: now}
-	err = s.db.Update(func(tx *bolt.Tx) error {
+	err = s.update(func(tx *bolt.Tx) error {
 		if tx.Bucket(bucketAccounts).Get([]byte(id)) != nil {
 			return fmt.Errorf("account id %s collided; try again", id)
 		}
@@ -207,7 +234,7 @@ func (s *BoltStore) CreateAccount(name string, balance Amount) (Account, error) 
 
 func (s *BoltStore) Account(id string) (Account, error) {
 	var acct Account
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		return getJSON(tx.Bucket(bucketAccounts), id, &acct, "account")
 	})
 	return acct, err
@@ -215,7 +242,7 @@ func (s *BoltStore) Account(id string) (Account, error) {
 
 func (s *BoltStore) Accounts() ([]Account, error) {
 	var out []Account
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketAccounts).ForEach(func(k, v []byte) error {
 			var a Account
 			if err := json.Unmarshal(v, &a); err != nil {
@@ -234,7 +261,7 @@ func (s *BoltStore) SetAccountState(id string, state AccountState) (Account, err
 		return Account{}, fmt.Errorf("%w: state must be %q or %q", ErrInvalid, AccountActive, AccountDisabled)
 	}
 	var acct Account
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketAccounts)
 		if err := getJSON(b, id, &acct, "account"); err != nil {
 			return err
@@ -256,7 +283,7 @@ func (s *BoltStore) Credit(id string, amount Amount, note string) (Account, Entr
 		acct  Account
 		entry Entry
 	)
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketAccounts)
 		if err := getJSON(b, id, &acct, "account"); err != nil {
 			return err
@@ -317,7 +344,7 @@ func (s *BoltStore) CreateKey(accountID string, spec KeySpec) (Key, string, erro
 		t := spec.ExpiresAt.UTC()
 		key.ExpiresAt = &t
 	}
-	err = s.db.Update(func(tx *bolt.Tx) error {
+	err = s.update(func(tx *bolt.Tx) error {
 		if tx.Bucket(bucketAccounts).Get([]byte(accountID)) == nil {
 			return fmt.Errorf("account %s: %w", accountID, ErrNotFound)
 		}
@@ -341,7 +368,7 @@ func (s *BoltStore) CreateKey(accountID string, spec KeySpec) (Key, string, erro
 
 func (s *BoltStore) Key(id string) (Key, error) {
 	var key Key
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		return getJSON(tx.Bucket(bucketKeys), id, &key, "key")
 	})
 	return key, err
@@ -349,7 +376,7 @@ func (s *BoltStore) Key(id string) (Key, error) {
 
 func (s *BoltStore) Keys(accountID string) ([]Key, error) {
 	var out []Key
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		if tx.Bucket(bucketAccounts).Get([]byte(accountID)) == nil {
 			return fmt.Errorf("account %s: %w", accountID, ErrNotFound)
 		}
@@ -374,7 +401,7 @@ func (s *BoltStore) KeyByHash(h KeyHash) (Key, Account, error) {
 		key  Key
 		acct Account
 	)
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		id := tx.Bucket(bucketKeyHashes).Get(h[:])
 		if id == nil {
 			return fmt.Errorf("key: %w", ErrNotFound)
@@ -389,7 +416,7 @@ func (s *BoltStore) KeyByHash(h KeyHash) (Key, Account, error) {
 
 func (s *BoltStore) RevokeKey(id string) (Key, error) {
 	var key Key
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketKeys)
 		if err := getJSON(b, id, &key, "key"); err != nil {
 			return err

@@ -103,7 +103,7 @@ func (s *BoltStore) CreateInvite(spec InviteSpec) (Invite, string, error) {
 		return Invite{}, "", fmt.Errorf("generating invite code: %w", err)
 	}
 	hash := sha256.Sum256(code)
-	err = s.db.Update(func(tx *bolt.Tx) error {
+	err = s.update(func(tx *bolt.Tx) error {
 		if inv.AccountID != "" && tx.Bucket(bucketAccounts).Get([]byte(inv.AccountID)) == nil {
 			return fmt.Errorf("account %s: %w", inv.AccountID, ErrNotFound)
 		}
@@ -126,7 +126,7 @@ func (s *BoltStore) CreateInvite(spec InviteSpec) (Invite, string, error) {
 // included.
 func (s *BoltStore) Invites() ([]Invite, error) {
 	var out []Invite
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketInvites).ForEach(func(k, v []byte) error {
 			var inv Invite
 			if err := json.Unmarshal(v, &inv); err != nil {
@@ -146,7 +146,7 @@ func (s *BoltStore) Invites() ([]Invite, error) {
 // exists, and SetUserState is what stops it.
 func (s *BoltStore) RevokeInvite(id string) (Invite, error) {
 	var inv Invite
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketInvites)
 		if err := getJSON(b, id, &inv, "invite"); err != nil {
 			return err

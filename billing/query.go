@@ -72,7 +72,7 @@ func (s *BoltStore) Ledger(accountID string, q LedgerQuery) ([]Entry, bool, erro
 		rows []Entry
 		more bool
 	)
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		if tx.Bucket(bucketAccounts).Get([]byte(accountID)) == nil {
 			return fmt.Errorf("account %s: %w", accountID, ErrNotFound)
 		}
@@ -251,7 +251,7 @@ func (s *BoltStore) Usage(q UsageQuery) ([]UsageRow, error) {
 		return nil, err
 	}
 	var out []UsageRow
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		accounts, ledger := tx.Bucket(bucketAccounts), tx.Bucket(bucketLedger)
 		if q.AccountID != "" {
 			if accounts.Get([]byte(q.AccountID)) == nil {
@@ -335,7 +335,7 @@ func (s *BoltStore) DailyUsage(accountID string, since, until time.Time) ([]Dail
 		model string
 	}
 	var out []DailyUsageRow
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		if tx.Bucket(bucketAccounts).Get([]byte(accountID)) == nil {
 			return fmt.Errorf("account %s: %w", accountID, ErrNotFound)
 		}

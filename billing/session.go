@@ -70,7 +70,7 @@ func (s *BoltStore) CreateSession(userID string, lifetime time.Duration) (Sessio
 	hash := sha256.Sum256([]byte(token))
 	now := s.now().UTC()
 	sess := Session{UserID: userID, CSRF: csrf, CreatedAt: now, ExpiresAt: now.Add(lifetime)}
-	err = s.db.Update(func(tx *bolt.Tx) error {
+	err = s.update(func(tx *bolt.Tx) error {
 		var user User
 		if err := getJSON(tx.Bucket(bucketUsers), userID, &user, "user"); err != nil {
 			return err
@@ -112,7 +112,7 @@ func (s *BoltStore) SessionByToken(token string) (Session, User, error) {
 		sess Session
 		user User
 	)
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketSessions).Get(hash[:])
 		if v == nil {
 			return fmt.Errorf("session: %w", ErrNotFound)
@@ -145,7 +145,7 @@ func (s *BoltStore) DeleteSession(token string) error {
 }
 
 func (s *BoltStore) deleteSession(hash []byte) error {
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		sessions := tx.Bucket(bucketSessions)
 		v := sessions.Get(hash)
 		if v == nil {

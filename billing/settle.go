@@ -75,15 +75,17 @@ type committer struct {
 
 	batches     atomic.Uint64
 	settlements atomic.Uint64
+	applies     atomic.Uint64
 	// observe, when set, sees each committed batch (ObserveCommits).
 	observe atomic.Pointer[func(batch int, took time.Duration)]
 }
 
 // SettleStats counts the commit loop's work since the store opened.
 type SettleStats struct {
-	// Batches is the number of transactions committed, Settlements the
-	// number of charges they carried.
-	Batches, Settlements uint64
+	// Batches is the number of batches made durable (journal writes),
+	// Settlements the number of charges they carried, Applies the number
+	// of bbolt transactions that moved journaled rows into the ledger.
+	Batches, Settlements, Applies uint64
 }
 
 // ObserveCommits makes f see every settlement transaction once it is on
@@ -100,7 +102,7 @@ func (s *BoltStore) ObserveCommits(f func(batch int, took time.Duration)) {
 
 // SettleStats reports how settlements have been batched.
 func (s *BoltStore) SettleStats() SettleStats {
-	return SettleStats{Batches: s.gc.batches.Load(), Settlements: s.gc.settlements.Load()}
+	return SettleStats{Batches: s.gc.batches.Load(), Settlements: s.gc.settlements.Load(), Applies: s.gc.applies.Load()}
 }
 
 func (s *BoltStore) startCommitter() {
@@ -119,10 +121,33 @@ func (s *BoltStore) stopCommitter() {
 	<-s.gc.stopped
 }
 
+// How the commit loop applies the journal to bbolt (journal.go): when it
+// holds applyMax rows, or applyAfter after the first row it holds.
+const (
+	applyMax   = 4096
+	applyAfter = time.Second
+)
+
 func (s *BoltStore) commitLoop() {
 	defer close(s.gc.stopped)
 	batch := make([]*settlement, 0, 64)
-	for first := range s.gc.queue {
+	apply := time.NewTimer(time.Hour)
+	apply.Stop()
+	armed := false
+	for {
+		var first *settlement
+		select {
+		case st, ok := <-s.gc.queue:
+			if !ok {
+				apply.Stop()
+				return
+			}
+			first = st
+		case <-apply.C:
+			armed = false
+			s.applyJournal()
+			continue
+		}
 		batch = append(batch[:0], first)
 		// Let the goroutines that are ready run first: with one P (a
 		// one-CPU machine), they could not run while the last commit sat
@@ -141,7 +166,7 @@ func (s *BoltStore) commitLoop() {
 			}
 		}
 		began := time.Now()
-		s.commitBatch(batch)
+		pending := s.commitBatch(batch)
 		if observe := s.gc.observe.Load(); observe != nil {
 			(*observe)(len(batch), time.Since(began))
 		}
@@ -151,7 +176,23 @@ func (s *BoltStore) commitLoop() {
 			st.done <- struct{}{}
 			batch[i] = nil
 		}
+		switch {
+		case pending >= applyMax:
+			s.applyJournal()
+		case pending > 0 && !armed:
+			apply.Reset(s.applyAfter)
+			armed = true
+		}
 	}
+}
+
+// applyJournal applies the journal for the commit loop. An error is not
+// lost: the rows stay journaled and the next operation that applies them
+// (every other one of the store does) returns it.
+func (s *BoltStore) applyJournal() {
+	s.jmu.Lock()
+	_ = s.applyLocked()
+	s.jmu.Unlock()
 }
 
 // Settle records a charge: it debits the account and appends a ledger row
@@ -180,22 +221,32 @@ func (s *BoltStore) Settle(c Charge) (Entry, error) {
 	return e, err
 }
 
-// commitBatch writes a batch in one transaction. A charge that cannot
-// apply (unknown account, a repeated request id) fails alone; a failing
-// transaction fails them all, and nothing of it is kept.
-func (s *BoltStore) commitBatch(batch []*settlement) {
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		// Read the clock under bbolt's writer lock, as Credit does, so that
-		// rows are appended in time order: Ledger's period queries
-		// binary-search on it. Read before the lock, a credit committed in
-		// between would carry a later time than this batch's rows.
-		now := s.now().UTC()
-		accounts := tx.Bucket(bucketAccounts)
-		requests := tx.Bucket(bucketRequests)
-		touched := make(map[string]*Account, 4)
+// commitBatch makes a batch durable: it works out each charge's ledger
+// row from the account as bbolt and the journal leave it, and writes the
+// rows to the journal in one write. A charge that cannot apply (unknown
+// account, a repeated request id, an overflow) fails alone; a failing write
+// fails them all, and nothing of the batch is kept. It returns how many
+// journaled rows bbolt does not have yet.
+func (s *BoltStore) commitBatch(batch []*settlement) int {
+	s.jmu.Lock()
+	defer s.jmu.Unlock()
+	j := s.journal
+	// Read the clock under the journal's lock, which Credit holds while it
+	// reads the clock too, so that rows are appended in time order:
+	// Ledger's period queries binary-search on it.
+	now := s.now().UTC()
+	staged, buf := j.staged[:0], j.buf[:0]
+	clear(j.stagedAccounts)
+	clear(j.stagedRequests)
+	err := s.db.View(func(tx *bolt.Tx) error {
+		accounts, requests, ledger := tx.Bucket(bucketAccounts), tx.Bucket(bucketRequests), tx.Bucket(bucketLedger)
 		for _, st := range batch {
 			st.entry, st.err = Entry{}, nil
 			c := &st.charge
+			if e, ok := j.settled(c.RequestID, staged); ok {
+				st.entry, st.err = e, fmt.Errorf("request %s: %w", c.RequestID, ErrSettled)
+				continue
+			}
 			if ref := requests.Get([]byte(c.RequestID)); ref != nil {
 				// A corrupt index entry fails this charge alone, not the
 				// batch around it: the audit reports the damage.
@@ -206,47 +257,65 @@ func (s *BoltStore) commitBatch(batch []*settlement) {
 				st.entry, st.err = e, fmt.Errorf("request %s: %w", c.RequestID, err)
 				continue
 			}
-			acct := touched[c.AccountID]
-			if acct == nil {
-				acct = new(Account)
-				if err := getJSON(accounts, c.AccountID, acct, "account"); err != nil {
+			a, ok := j.account(c.AccountID)
+			if !ok {
+				var acct Account
+				if err := getJSON(accounts, c.AccountID, &acct, "account"); err != nil {
 					// Unknown or undecodable: this charge fails alone.
 					st.err = err
 					continue
 				}
-				touched[c.AccountID] = acct
+				a.balance = acct.Balance
+				if b := ledger.Bucket([]byte(c.AccountID)); b != nil {
+					a.seq = b.Sequence()
+				}
 			}
-			e, err := appendEntry(tx, acct, Entry{
-				Time: now, Kind: EntryCharge, Amount: -c.Cost,
+			next := a.balance - c.Cost
+			if next > a.balance {
+				st.err = fmt.Errorf("%w: balance would overflow", ErrInvalid)
+				continue
+			}
+			st.entry = Entry{
+				Seq: a.seq + 1, Time: now, AccountID: c.AccountID, Kind: EntryCharge, Amount: -c.Cost, Balance: next,
 				RequestID: c.RequestID, KeyID: c.KeyID, Model: c.Model, Deployment: c.Deployment, Attempts: c.Attempts,
 				PromptTokens: c.Usage.PromptTokens, CachedTokens: c.Usage.CachedTokens, CacheWriteTokens: c.Usage.CacheWriteTokens, CompletionTokens: c.Usage.CompletionTokens,
 				Basis: c.Basis, Outcome: c.Outcome,
-			})
-			if errors.Is(err, ErrInvalid) {
-				st.err = err
-				continue
 			}
-			if err != nil {
+			var err error
+			if buf, err = appendRecord(buf, &st.entry); err != nil {
 				return err
 			}
-			if err := requests.Put([]byte(c.RequestID), entryRef(acct.ID, e.Seq)); err != nil {
-				return err
-			}
-			st.entry = e
-		}
-		for id, acct := range touched {
-			if err := putJSON(accounts, id, acct); err != nil {
-				return err
-			}
+			j.stagedAccounts[c.AccountID] = journalAccount{balance: next, seq: st.entry.Seq}
+			j.stagedRequests[c.RequestID] = len(staged)
+			staged = append(staged, st)
 		}
 		return nil
 	})
+	j.staged, j.buf = staged, buf
+	if err == nil && len(staged) > 0 {
+		if j.off > 0 && j.off+int64(len(buf)) > journalSize {
+			err = s.applyLocked() // the journal starts over
+		}
+		if err == nil {
+			err = j.write(buf)
+		}
+	}
 	if err != nil {
 		err = fmt.Errorf("committing %d settlements: %w", len(batch), err)
 		for _, st := range batch {
 			st.entry, st.err = Entry{}, err
 		}
+	} else {
+		for _, st := range staged {
+			j.requests[st.charge.RequestID] = len(j.rows)
+			j.rows = append(j.rows, st.entry)
+		}
+		for id, a := range j.stagedAccounts {
+			j.accounts[id] = a
+		}
 	}
+	clear(staged)
+	return len(j.rows)
 }
 
 // entryRef is the requests index's value: account id, NUL, 8-byte seq.
@@ -276,7 +345,7 @@ func entryByRef(tx *bolt.Tx, ref []byte) (Entry, error) {
 // Request returns the ledger row that settled a request id.
 func (s *BoltStore) Request(requestID string) (Entry, error) {
 	var e Entry
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		ref := tx.Bucket(bucketRequests).Get([]byte(requestID))
 		if ref == nil {
 			return fmt.Errorf("request %s: %w", requestID, ErrNotFound)
@@ -295,7 +364,7 @@ func (s *BoltStore) Balance(accountID string) (Amount, uint64, error) {
 		acct Account
 		seq  uint64
 	)
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		if err := getJSON(tx.Bucket(bucketAccounts), accountID, &acct, "account"); err != nil {
 			return err
 		}

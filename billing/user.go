@@ -198,7 +198,7 @@ func (s *BoltStore) CreateUser(email, password string, balance Amount, invite st
 	if invite != "" {
 		// A code that cannot work costs no hash. (The transaction checks
 		// it again.)
-		err := s.db.View(func(tx *bolt.Tx) error {
+		err := s.view(func(tx *bolt.Tx) error {
 			_, err := findInvite(tx, invite, s.now().UTC())
 			return err
 		})
@@ -215,7 +215,7 @@ func (s *BoltStore) CreateUser(email, password string, balance Amount, invite st
 		user User
 		acct Account
 	)
-	err = s.db.Update(func(tx *bolt.Tx) error {
+	err = s.update(func(tx *bolt.Tx) error {
 		var inv Invite
 		if invite != "" {
 			var err error
@@ -278,7 +278,7 @@ func (s *BoltStore) Login(email, password string) (User, error) {
 		user    User
 		encoded string
 	)
-	err = s.db.View(func(tx *bolt.Tx) error {
+	err = s.view(func(tx *bolt.Tx) error {
 		id := tx.Bucket(bucketUserEmails).Get([]byte(addr))
 		if id == nil {
 			return nil
@@ -311,7 +311,7 @@ func (s *BoltStore) Login(email, password string) (User, error) {
 	if !ok {
 		return User{}, ErrBadCredentials
 	}
-	err = s.db.Update(func(tx *bolt.Tx) error {
+	err = s.update(func(tx *bolt.Tx) error {
 		// Read again: the user may have been disabled while the hash ran.
 		b := tx.Bucket(bucketUsers)
 		if err := getJSON(b, user.ID, &user, "user"); err != nil {
@@ -332,7 +332,7 @@ func (s *BoltStore) Login(email, password string) (User, error) {
 
 func (s *BoltStore) User(id string) (User, error) {
 	var user User
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		return getJSON(tx.Bucket(bucketUsers), id, &user, "user")
 	})
 	return user, err
@@ -340,7 +340,7 @@ func (s *BoltStore) User(id string) (User, error) {
 
 func (s *BoltStore) Users() ([]User, error) {
 	var out []User
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketUsers).ForEach(func(k, v []byte) error {
 			var u User
 			if err := json.Unmarshal(v, &u); err != nil {
@@ -362,7 +362,7 @@ func (s *BoltStore) SetUserState(id string, state UserState) (User, error) {
 		return User{}, fmt.Errorf("%w: state must be %q or %q", ErrInvalid, UserActive, UserDisabled)
 	}
 	var user User
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketUsers)
 		if err := getJSON(b, id, &user, "user"); err != nil {
 			return err

@@ -101,12 +101,12 @@ func newMetrics(reg prometheus.Registerer, a *App) (*metrics, error) {
 		}, []string{"reason"}),
 		commit: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: metricsNamespace, Name: "ledger_commit_seconds",
-			Help:    "Time to commit one ledger transaction of settlements to disk.",
+			Help:    "Time to make one batch of settlements durable (one write to the settlement journal).",
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
 		}),
 		batch: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: metricsNamespace, Name: "ledger_batch_size",
-			Help:    "Settlements per ledger transaction (group commit).",
+			Help:    "Settlements per durable batch (group commit).",
 			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096},
 		}),
 	}

@@ -250,7 +250,7 @@ func goalSlowStreams(s *slowResult) goal {
 	g := goal{Name: "slow streams (1 chunk/s): open, RSS",
 		Target: fmt.Sprintf("%d open, 0 errors, <= %d KiB RSS/stream", goalSlowStreamCount, goalSlowStreamKiB)}
 	if s == nil {
-		g.Result, g.Note = resultNotMeasured, "not run: -slow-streams 0"
+		g.Result, g.Note = resultNotMeasured, "not run (-slow-streams 0 or -only)"
 		return g
 	}
 	if s.Skipped != "" {

@@ -55,6 +55,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -80,6 +81,7 @@ type options struct {
 	soak              bool
 	soakDuration      time.Duration
 	soakRate          float64
+	only              map[string]bool // the scenarios to run; nil: all
 
 	// The hidden mock mode.
 	serveMock bool
@@ -114,6 +116,9 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.caddyIdleConns, "caddy-idle-conns", 0,
 		"keepalive_idle_conns_per_host for the stock reverse_proxy sites (0: Caddy's default, 32)")
 
+	only := fs.String("only", "",
+		"run only these scenarios, comma-separated: non-stream, stream, non-stream-open, stream-open, slow, settle (the targets of the others are not measured)")
+
 	fs.BoolVar(&o.serveMock, "serve-mock", false, "internal: serve the mock upstream and nothing else")
 	fs.StringVar(&o.addr, "addr", "127.0.0.1:0", "internal: the mock's listen address")
 	fs.IntVar(&o.tokens, "tokens", 16, "internal: the mock's reply length in tokens")
@@ -123,6 +128,17 @@ func parseFlags(args []string) (*options, error) {
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	if *only != "" {
+		o.only = make(map[string]bool)
+		for _, name := range strings.Split(*only, ",") {
+			switch name {
+			case scenarioNonStream, scenarioStream, scenarioNonStreamOpen, scenarioStreamOpen, scenarioSlow, scenarioSettle:
+				o.only[name] = true
+			default:
+				return nil, fmt.Errorf("-only: unknown scenario %q", name)
+			}
+		}
 	}
 	if o.quick {
 		o.rounds, o.duration, o.openDuration, o.warmup = 1, 2*time.Second, 2*time.Second, 500*time.Millisecond
@@ -137,6 +153,15 @@ func parseFlags(args []string) (*options, error) {
 	}
 	return o, nil
 }
+
+// The two measurements that are not load scenarios, as -only names them.
+const (
+	scenarioSlow   = "slow"
+	scenarioSettle = "settle"
+)
+
+// runs reports whether the run measures the named scenario.
+func (o *options) runs(name string) bool { return o.only == nil || o.only[name] }
 
 // Exit codes.
 const (
@@ -223,6 +248,9 @@ func run(ctx context.Context, o *options, pin pinning) (code int) {
 	scenarios := []scenario{nonStreamScenario(o.concurrency), streamScenario(o.streamConcurrency),
 		nonStreamOpenScenario(o.rate), streamOpenScenario(o.streamRate)}
 	for _, sc := range scenarios {
+		if !o.runs(sc.Name) {
+			continue
+		}
 		res, err := b.measure(ctx, sc, o)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -239,7 +267,7 @@ func run(ctx context.Context, o *options, pin pinning) (code int) {
 		rep.Scenarios = append(rep.Scenarios, res)
 		res.print(os.Stdout)
 	}
-	if o.slowStreams > 0 {
+	if o.slowStreams > 0 && o.runs(scenarioSlow) {
 		slow, err := b.measureSlow(ctx, o, fileLimit)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -255,16 +283,18 @@ func run(ctx context.Context, o *options, pin pinning) (code int) {
 
 	// Settlement: the store in this process, 64 goroutines per CPU it
 	// has, as the billing package's BenchmarkSettleDurable does.
-	settle, err := measureSettle(ctx, filepath.Join(env.dir, "settle"), o.duration, 64*runtime.GOMAXPROCS(0))
-	if err != nil {
-		if ctx.Err() != nil {
-			return exitInterrupted
+	if o.runs(scenarioSettle) {
+		settle, err := measureSettle(ctx, filepath.Join(env.dir, "settle"), o.duration, 64*runtime.GOMAXPROCS(0))
+		if err != nil {
+			if ctx.Err() != nil {
+				return exitInterrupted
+			}
+			fmt.Fprintln(os.Stderr, "bench: settlement:", err)
+			return exitSetup
 		}
-		fmt.Fprintln(os.Stderr, "bench: settlement:", err)
-		return exitSetup
+		rep.Settle = settle
+		settle.print(os.Stdout)
 	}
-	rep.Settle = settle
-	settle.print(os.Stdout)
 	rep.Elapsed = time.Since(began).Round(time.Millisecond).String()
 	rep.Goals = rep.goals()
 	printGoals(os.Stdout, rep.Goals)

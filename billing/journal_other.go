@@ -1,0 +1,7 @@
+//go:build !linux
+
+package billing
+
+// dsyncFlag is zero where O_DSYNC is not relied on: the journal syncs the
+// file after each write instead.
+const dsyncFlag = 0

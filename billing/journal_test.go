@@ -1,0 +1,392 @@
+package billing
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// openJournalStore opens a store whose commit loop never applies the
+// journal on its own (no timer within the test, no batch near applyMax),
+// so what a test settles stays in the journal until something reads.
+func openJournalStore(t *testing.T, path string, clock *fakeClock) *BoltStore {
+	t.Helper()
+	s, err := OpenBolt(path, BoltOptions{Now: clock.Now})
+	if err != nil {
+		t.Fatalf("OpenBolt: %v", err)
+	}
+	s.applyAfter = time.Hour // before any settlement reaches the loop
+	return s
+}
+
+// crash leaves the store as kill -9 would: the commit loop stopped, the
+// files closed, nothing applied that was only journaled.
+func crash(t *testing.T, s *BoltStore) {
+	t.Helper()
+	s.stopCommitter()
+	if err := s.journal.f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.db.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// boltRows counts an account's ledger rows in the bbolt file itself,
+// without the store (and so without its journal).
+func boltRows(t *testing.T, path, accountID string) int {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	n := 0
+	err = db.View(func(tx *bolt.Tx) error {
+		if b := tx.Bucket(bucketLedger).Bucket([]byte(accountID)); b != nil {
+			n = b.Stats().KeyN
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// checkBooks reopens nothing: it checks the store's audit, the account's
+// balance and its rows.
+func checkBooks(t *testing.T, s *BoltStore, accountID string, balance Amount, rows int) {
+	t.Helper()
+	r, err := s.Audit()
+	if err != nil || !r.OK {
+		t.Fatalf("Audit: %+v, %v", r, err)
+	}
+	acct, err := s.Account(accountID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if acct.Balance != balance {
+		t.Errorf("balance %s, want %s", acct.Balance, balance)
+	}
+	if got := replayLedger(t, s, accountID); len(got) != rows {
+		t.Errorf("%d ledger rows, want %d", len(got), rows)
+	}
+}
+
+func TestJournaledSettlementsSurviveACrash(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "billing.db")
+	clock := newFakeClock()
+	s := openJournalStore(t, path, clock)
+	acct := mustCreateAccount(t, s, "acme", 10*Dollar)
+	var want []Entry
+	for i := range 5 {
+		want = append(want, mustSettle(t, s, testCharge(acct.ID, fmt.Sprintf("req_%d", i), Amount(1000*(i+1)))))
+	}
+	crash(t, s)
+	// Only the opening credit reached bbolt: the charges were durable in
+	// the journal alone.
+	if n := boltRows(t, path, acct.ID); n != 1 {
+		t.Fatalf("bbolt has %d rows before the replay, want 1 (the credit)", n)
+	}
+
+	s = openJournalStore(t, path, clock)
+	defer s.Close()
+	checkBooks(t, s, acct.ID, 10*Dollar-15000, 6)
+	for _, w := range want {
+		got, err := s.Request(w.RequestID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !got.Time.Equal(w.Time) || got.Seq != w.Seq || got.Balance != w.Balance || got.Amount != w.Amount || got.CacheWriteTokens != 30 {
+			t.Errorf("replayed row %+v, want %+v", got, w)
+		}
+	}
+	// The replayed charges are settled: settling one again charges
+	// nothing.
+	if _, err := s.Settle(testCharge(acct.ID, "req_0", 99)); !errors.Is(err, ErrSettled) {
+		t.Fatalf("settling a replayed request again: %v, want ErrSettled", err)
+	}
+	checkBooks(t, s, acct.ID, 10*Dollar-15000, 6)
+}
+
+func TestJournalReplaySkipsRowsAlreadyApplied(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "billing.db")
+	clock := newFakeClock()
+	s := openJournalStore(t, path, clock)
+	acct := mustCreateAccount(t, s, "acme", 10*Dollar)
+	// Charges of one size (request ids, amounts, balances and sequence
+	// numbers of as many digits: the rows from seq 11 on), so the records
+	// the next ones overwrite line up and the older ones after them stay
+	// whole in the file.
+	for i := range 9 {
+		mustSettle(t, s, testCharge(acct.ID, fmt.Sprintf("req_p%d", i), 1000))
+	}
+	if _, err := s.Account(acct.ID); err != nil { // applies the journal
+		t.Fatal(err)
+	}
+	for i := range 8 {
+		mustSettle(t, s, testCharge(acct.ID, fmt.Sprintf("req_a%d", i), 1000))
+	}
+	if _, err := s.Account(acct.ID); err != nil { // applies the journal
+		t.Fatal(err)
+	}
+	if st := s.SettleStats(); st.Applies != 2 {
+		t.Fatalf("%d applies, want 2", st.Applies)
+	}
+	for i := range 2 {
+		mustSettle(t, s, testCharge(acct.ID, fmt.Sprintf("req_b%d", i), 1000))
+	}
+	crash(t, s)
+	rows, err := readRecords(mustReadFile(t, path+journalSuffix))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 8 || rows[0].RequestID != "req_b0" || rows[2].RequestID != "req_a2" {
+		t.Fatalf("the journal holds %d whole records, want the 2 new ones then 6 applied ones", len(rows))
+	}
+
+	s = openJournalStore(t, path, clock)
+	defer s.Close()
+	checkBooks(t, s, acct.ID, 10*Dollar-19*1000, 20)
+}
+
+func mustReadFile(t *testing.T, path string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+func TestJournalReplayStopsAtATornRecord(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "billing.db")
+	clock := newFakeClock()
+	s := openJournalStore(t, path, clock)
+	acct := mustCreateAccount(t, s, "acme", 10*Dollar)
+	for i := range 3 {
+		mustSettle(t, s, testCharge(acct.ID, fmt.Sprintf("req_%d", i), 1000))
+	}
+	crash(t, s)
+	// Tear the third record as a crash in the middle of its write would:
+	// its last byte never reached the disk.
+	data := mustReadFile(t, path+journalSuffix)
+	end := 0
+	for range 3 {
+		end += journalHeaderSize + int(binary.LittleEndian.Uint32(data[end:]))
+	}
+	data[end-1] = 0
+	if err := os.WriteFile(path+journalSuffix, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	s = openJournalStore(t, path, clock)
+	defer s.Close()
+	checkBooks(t, s, acct.ID, 10*Dollar-2*1000, 3)
+	if _, err := s.Request("req_2"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("the torn charge: %v, want ErrNotFound", err)
+	}
+	// The next settlements go on from where the replay left the ledger.
+	e := mustSettle(t, s, testCharge(acct.ID, "req_2", 1000))
+	if e.Seq != 4 {
+		t.Fatalf("next row seq %d, want 4", e.Seq)
+	}
+	checkBooks(t, s, acct.ID, 10*Dollar-3*1000, 4)
+}
+
+func TestADamagedJournalFailsTheOpen(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "billing.db")
+	s := openJournalStore(t, path, newFakeClock())
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// A record whose checksum holds but whose payload is no charge row:
+	// not a torn write, so the open must not guess.
+	rec := []byte(`{"seq":1}`)
+	data := mustReadFile(t, path+journalSuffix)
+	binary.LittleEndian.PutUint32(data, uint32(len(rec)))
+	binary.LittleEndian.PutUint32(data[4:], crc32Checksum(rec))
+	copy(data[journalHeaderSize:], rec)
+	if err := os.WriteFile(path+journalSuffix, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenBolt(path, BoltOptions{}); err == nil || !strings.Contains(err.Error(), "settlement journal") {
+		t.Fatalf("OpenBolt over a damaged journal: %v, want an error naming the journal", err)
+	}
+}
+
+func TestEveryOperationSeesJournaledSettlements(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "billing.db")
+	clock := newFakeClock()
+	s := openJournalStore(t, path, clock)
+	defer s.Close()
+	acct := mustCreateAccount(t, s, "acme", 10*Dollar)
+	mustSettle(t, s, testCharge(acct.ID, "req_1", 1000))
+	clock.Advance(time.Second)
+	// A credit after a journaled charge continues its account's ledger:
+	// the next sequence number, the balance after the charge.
+	_, e, err := s.Credit(acct.ID, 5000, "top-up")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Seq != 3 || e.Balance != 10*Dollar-1000+5000 {
+		t.Fatalf("credit row %+v, want seq 3 and the balance after the charge", e)
+	}
+	clock.Advance(time.Second)
+	mustSettle(t, s, testCharge(acct.ID, "req_2", 2000))
+	rows, _, err := s.Ledger(acct.ID, LedgerQuery{Limit: 10})
+	if err != nil || len(rows) != 4 || rows[0].RequestID != "req_2" {
+		t.Fatalf("Ledger: %d rows (newest %+v), %v; want 4, req_2 first", len(rows), rows, err)
+	}
+	bal, seq, err := s.Balance(acct.ID)
+	if err != nil || bal != 10*Dollar-1000+5000-2000 || seq != 4 {
+		t.Fatalf("Balance: %s at seq %d, %v", bal, seq, err)
+	}
+	usage, err := s.Usage(UsageQuery{})
+	if err != nil || len(usage) != 1 || usage[0].Requests != 2 {
+		t.Fatalf("Usage: %+v, %v; want 2 requests", usage, err)
+	}
+	checkBooks(t, s, acct.ID, 10*Dollar-1000+5000-2000, 4)
+}
+
+func TestJournalAppliesWhenFull(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "billing.db")
+	clock := newFakeClock()
+	s := openJournalStore(t, path, clock)
+	acct := mustCreateAccount(t, s, "acme", 10*Dollar)
+	mustSettle(t, s, testCharge(acct.ID, "req_1", 1000))
+	// As if the journal had filled up: the next batch does not fit, so
+	// the rows before it go to bbolt and the batch starts the file over.
+	s.jmu.Lock()
+	s.journal.off = journalSize - 10
+	s.jmu.Unlock()
+	mustSettle(t, s, testCharge(acct.ID, "req_2", 1000))
+	if st := s.SettleStats(); st.Applies != 1 {
+		t.Fatalf("%d applies, want 1", st.Applies)
+	}
+	crash(t, s)
+	if n := boltRows(t, path, acct.ID); n != 2 {
+		t.Fatalf("bbolt has %d rows, want the credit and the first charge", n)
+	}
+	s = openJournalStore(t, path, clock)
+	defer s.Close()
+	checkBooks(t, s, acct.ID, 10*Dollar-2000, 3)
+}
+
+func TestJournalAppliesAfterAWhile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "billing.db")
+	s, err := OpenBolt(path, BoltOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.applyAfter = time.Millisecond
+	acct := mustCreateAccount(t, s, "acme", 10*Dollar)
+	mustSettle(t, s, testCharge(acct.ID, "req_1", 1000))
+	// The commit loop's timer, not a read, moves the row into bbolt.
+	deadline := time.Now().Add(10 * time.Second)
+	for s.SettleStats().Applies == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the journal was not applied within 10s of a settlement")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestJournalAppliesAtApplyMax(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "billing.db")
+	s, err := OpenBolt(path, BoltOptions{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.applyAfter = time.Hour
+	acct := mustCreateAccount(t, s, "acme", 100*Dollar)
+	for i := range applyMax {
+		mustSettle(t, s, testCharge(acct.ID, fmt.Sprintf("req_%d", i), 1))
+	}
+	// The loop applies right after it has answered the batch that
+	// reached applyMax.
+	deadline := time.Now().Add(10 * time.Second)
+	for s.SettleStats().Applies == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no apply within 10s of %d settlements", applyMax)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if st := s.SettleStats(); st.Applies != 1 {
+		t.Fatalf("%d applies after %d settlements, want 1", st.Applies, applyMax)
+	}
+	s.jmu.Lock()
+	pending := len(s.journal.rows)
+	s.jmu.Unlock()
+	if pending != 0 {
+		t.Fatalf("%d rows left in the journal, want 0", pending)
+	}
+}
+
+// FuzzReadRecords feeds arbitrary journals to the reader: it must not
+// panic, and what it returns must be the records at the start of the
+// data, which re-encode to exactly that prefix.
+func FuzzReadRecords(f *testing.F) {
+	var valid []byte
+	for i := range 3 {
+		e := Entry{Seq: uint64(i + 1), AccountID: "acct_1", Kind: EntryCharge, Amount: -5, Balance: Amount(100 - 5*(i+1)),
+			RequestID: fmt.Sprintf("req_%d", i), Time: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)}
+		var err error
+		if valid, err = appendRecord(valid, &e); err != nil {
+			f.Fatal(err)
+		}
+	}
+	f.Add(valid)
+	f.Add(valid[:len(valid)-1])
+	f.Add(append(valid, make([]byte, 64)...))
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		rows, err := readRecords(data)
+		if err != nil {
+			return
+		}
+		var again []byte
+		for i := range rows {
+			if again, err = appendRecord(again, &rows[i]); err != nil {
+				t.Fatal(err)
+			}
+			if rows[i].AccountID == "" || rows[i].Seq == 0 || rows[i].RequestID == "" {
+				t.Fatalf("row %d is no charge row: %+v", i, rows[i])
+			}
+		}
+		// JSON may re-encode differently from how a fuzzed payload spelled
+		// it; the count of whole records from the start must agree.
+		if n := countJournalRecords(data); n != len(rows) {
+			t.Fatalf("read %d rows from %d whole records", len(rows), n)
+		}
+		if len(rows) > 0 && len(again) == 0 {
+			t.Fatal("rows that do not encode")
+		}
+	})
+}
+
+// countJournalRecords counts the whole records (length and checksum good) at the
+// start of data, the framing alone.
+func countJournalRecords(data []byte) int {
+	n := 0
+	for len(data) >= journalHeaderSize {
+		size := binary.LittleEndian.Uint32(data)
+		if size == 0 || size > maxJournalRecord || int(size) > len(data)-journalHeaderSize ||
+			crc32Checksum(data[journalHeaderSize:journalHeaderSize+int(size)]) != binary.LittleEndian.Uint32(data[4:]) {
+			break
+		}
+		n++
+		data = data[journalHeaderSize+int(size):]
+	}
+	return n
+}
