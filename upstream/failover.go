@@ -55,6 +55,14 @@ type attempt struct {
 	writing atomic.Bool
 	// deadline is the request's: request_timeout after it began.
 	deadline time.Time
+	// active is when the provider was last heard from (or a write to the
+	// client ended), as time since start. Reads only record it: the idle
+	// timer, when it fires, waits again for what is left of the idle
+	// timeout after it, instead of every read resetting the timer.
+	active atomic.Int64
+	// ended is set when the attempt is over, so the timer is not armed
+	// again behind end's Stop.
+	ended atomic.Bool
 	// body is the answer's body while a stream reads it through the
 	// attempt, so that every read restarts the idle timer (SSE comments
 	// a provider sends to keep a slow stream alive included).
@@ -90,7 +98,8 @@ func (p *Proxy) begin(client context.Context, deadline time.Time, dep *Deploymen
 }
 
 // expire cancels the attempt when its timer fires, saying which limit ran
-// out.
+// out, or arms it again for the rest of an idle timeout that activity
+// since it was armed has pushed back.
 func (a *attempt) expire() {
 	switch {
 	case !time.Now().Before(a.deadline):
@@ -98,23 +107,36 @@ func (a *attempt) expire() {
 	case a.idle.Load() && a.writing.Load():
 		// Not the provider's silence: the client has not taken the last
 		// events yet. The wait starts again once the write is done.
-		a.touch()
+		a.rearm(a.idleTimeout)
 	case a.idle.Load():
+		if quiet := time.Since(a.start) - time.Duration(a.active.Load()); quiet < a.idleTimeout {
+			a.rearm(a.idleTimeout - quiet)
+			return
+		}
 		a.cancel(errIdleTimeout)
 	default:
 		a.cancel(errHeaderTimeout)
 	}
 }
 
+// rearm runs the timer again for d, cut short by the request's deadline.
+func (a *attempt) rearm(d time.Duration) {
+	a.timer.Reset(min(d, time.Until(a.deadline)))
+	if a.ended.Load() {
+		a.timer.Stop() // end stopped it before the Reset
+	}
+}
+
 // headers marks the response headers' arrival: from now on the timer
 // bounds the wait between reads.
 func (a *attempt) headers() {
-	a.idle.Store(true)
 	a.touch()
+	a.idle.Store(true)
+	a.rearm(a.idleTimeout)
 }
 
-// touch restarts the idle timer after a read.
-func (a *attempt) touch() { a.timer.Reset(min(a.idleTimeout, time.Until(a.deadline))) }
+// touch records activity: the provider's wait starts again now.
+func (a *attempt) touch() { a.active.Store(int64(time.Since(a.start))) }
 
 // Read reads the answer's body, restarting the idle timer on data.
 func (a *attempt) Read(p []byte) (int, error) {
@@ -146,6 +168,7 @@ func (a *attempt) fail(cause string) {
 // upstream, and tells the deployment's health how it went.
 func (p *Proxy) end(a *attempt, x *Exchange) {
 	x.Upstream += time.Since(a.start)
+	a.ended.Store(true)
 	a.timer.Stop()
 	a.cancel(context.Canceled)
 	if a.client.Err() != nil {
