@@ -43,29 +43,51 @@ import (
 // so a write into it changes no file metadata and needs no journal commit of
 // the file system.
 //
-// A record is its payload's length (4 bytes, little endian), the payload's
-// CRC-32C (4 bytes) and the payload: the ledger row as JSON, exactly as it
-// is stored in bbolt. Reading stops at the first record that is empty,
-// too long or fails its checksum: a write torn by a crash, or the zeros
-// after the last record.
+// A record is its payload's length (4 bytes, little endian), a CRC-32C
+// (4 bytes) and the payload: the ledger row as JSON, exactly as it is
+// stored in bbolt. The CRCs are chained: each covers the record's length
+// and payload and starts from the CRC of the record before it (from zero
+// for the first record after the journal starts over), so a record only
+// reads as valid right after the one it was written after. Each batch
+// starts on a journalAlign boundary and is padded with zeros to the next:
+// a batch never rewrites a block that holds an earlier, acknowledged one,
+// so a write torn by a power cut can only damage its own rows. Reading
+// stops at the first record that is empty, too long or out of the chain,
+// after trying once more at the next boundary (where the next batch
+// starts): a write torn by a crash, the zeros after the last batch, a
+// failed batch (its first header is zeroed), or rows of an applied
+// generation.
 const (
 	journalSuffix     = ".journal"
 	journalSize       = 4 << 20 // bytes written with zeros at creation
 	journalHeaderSize = 8
-	maxJournalRecord  = 1 << 20 // far above any ledger row
+	journalAlign      = 4 << 10 // where batches start
+	maxJournalRecord  = 1 << 20 // far above any ledger row; a larger one is refused
 )
+
+var zeroBlock [journalAlign]byte
+
+func alignUp(n int64) int64 { return (n + journalAlign - 1) &^ (journalAlign - 1) }
 
 var crc32c = crc32.MakeTable(crc32.Castagnoli)
 
-func crc32Checksum(p []byte) uint32 { return crc32.Checksum(p, crc32c) }
+// chainCRC is a record's CRC: over its length field and payload, from
+// the previous record's.
+func chainCRC(prev uint32, length, payload []byte) uint32 {
+	return crc32.Update(crc32.Update(prev, crc32c, length), crc32c, payload)
+}
 
 // journal is the commit loop's file and the rows in it that bbolt does not
 // have yet. All of it is guarded by BoltStore.jmu.
 type journal struct {
 	f    *os.File
 	sync bool // write with O_DSYNC, or Sync after each write where there is none
-	off  int64
+	off  int64  // where the next batch goes: a multiple of journalAlign
+	crc  uint32 // the chain's value after the last record written
 	buf  []byte
+	// failed, once set, refuses every later batch: a write failed and
+	// so did clearing what it may have left.
+	failed error
 
 	// rows are the journaled rows not yet in bbolt, in the order they
 	// were written; requests indexes them by request id, accounts holds
@@ -160,46 +182,56 @@ func createJournal(path string, flags int, sync bool) (*os.File, error) {
 	return os.OpenFile(path, flags, 0o600)
 }
 
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
-
-// appendRecord adds one row's record to buf.
+// appendRecord adds one row's record to buf, its CRC left for seal. A row
+// too large for the journal is ErrInvalid: that charge fails alone.
 func appendRecord(buf []byte, e *Entry) ([]byte, error) {
 	payload, err := json.Marshal(e)
 	if err != nil {
 		return buf, err
 	}
+	if len(payload) > maxJournalRecord {
+		return buf, fmt.Errorf("%w: the ledger row of request %s is %d bytes, more than the journal takes", ErrInvalid, e.RequestID, len(payload))
+	}
 	buf = binary.LittleEndian.AppendUint32(buf, uint32(len(payload)))
-	buf = binary.LittleEndian.AppendUint32(buf, crc32Checksum(payload))
+	buf = binary.LittleEndian.AppendUint32(buf, 0)
 	return append(buf, payload...), nil
 }
 
-// readRecords decodes the records at the start of data, up to the first
-// that is not whole: the rows a crash may have left unapplied (and any
-// applied ones, which applying skips).
+// seal fills in the CRCs of the records in buf, chained from prev, and
+// returns the last.
+func seal(buf []byte, prev uint32) uint32 {
+	for len(buf) > 0 {
+		n := journalHeaderSize + int(binary.LittleEndian.Uint32(buf))
+		prev = chainCRC(prev, buf[:4], buf[journalHeaderSize:n])
+		binary.LittleEndian.PutUint32(buf[4:], prev)
+		buf = buf[n:]
+	}
+	return prev
+}
+
+// readRecords decodes the journal's chain of records from the start of
+// data, up to the first that does not continue it (see the top of this
+// file): the rows a crash may have left unapplied, and applied ones, which
+// applying skips.
 func readRecords(data []byte) ([]Entry, error) {
-	var rows []Entry
-	for len(data) >= journalHeaderSize {
-		n := binary.LittleEndian.Uint32(data)
-		if n == 0 || n > maxJournalRecord || int(n) > len(data)-journalHeaderSize {
-			break
+	var (
+		rows []Entry
+		crc  uint32
+		pos  int64
+	)
+	for {
+		n, next, ok := recordAt(data, pos, crc)
+		if !ok && pos%journalAlign != 0 {
+			// Padding after a batch: the next one starts at the boundary.
+			pos = alignUp(pos)
+			n, next, ok = recordAt(data, pos, crc)
 		}
-		payload := data[journalHeaderSize : journalHeaderSize+int(n)]
-		if crc32Checksum(payload) != binary.LittleEndian.Uint32(data[4:]) {
-			break
+		if !ok {
+			return rows, nil
 		}
 		var e Entry
-		if err := json.Unmarshal(payload, &e); err != nil {
-			// The checksum held, so this is no torn write: the file is
+		if err := json.Unmarshal(data[pos+journalHeaderSize:pos+journalHeaderSize+n], &e); err != nil {
+			// The chain held, so this is no torn write: the file is
 			// damaged, or written by something else. Do not guess.
 			return nil, fmt.Errorf("settlement journal record %d: %w", len(rows)+1, err)
 		}
@@ -207,22 +239,61 @@ func readRecords(data []byte) ([]Entry, error) {
 			return nil, fmt.Errorf("settlement journal record %d: not a charge row", len(rows)+1)
 		}
 		rows = append(rows, e)
-		data = data[journalHeaderSize+int(n):]
+		crc, pos = next, pos+journalHeaderSize+n
 	}
-	return rows, nil
 }
 
-// write puts buf at the journal's end and returns once it is on disk.
-func (j *journal) write(buf []byte) error {
-	if _, err := j.f.WriteAt(buf, j.off); err != nil {
-		return fmt.Errorf("writing settlement journal: %w", err)
+// recordAt checks the record at pos against the chain value prev: its
+// payload's length and its CRC, when it is whole and continues the chain.
+func recordAt(data []byte, pos int64, prev uint32) (n int64, crc uint32, ok bool) {
+	if pos+journalHeaderSize > int64(len(data)) {
+		return 0, 0, false
+	}
+	n = int64(binary.LittleEndian.Uint32(data[pos:]))
+	if n == 0 || n > maxJournalRecord || n > int64(len(data))-pos-journalHeaderSize {
+		return 0, 0, false
+	}
+	crc = chainCRC(prev, data[pos:pos+4], data[pos+journalHeaderSize:pos+journalHeaderSize+n])
+	return n, crc, crc == binary.LittleEndian.Uint32(data[pos+4:])
+}
+
+// fits reports whether a batch of records fits in the journal after what
+// it holds.
+func (j *journal) fits(records []byte) bool {
+	return j.off+alignUp(int64(len(records))) <= journalSize
+}
+
+// write seals a batch of records, pads it to the next boundary and puts it
+// at the journal's end, returning once it is on disk. When the write
+// fails, part of the batch may be on disk: its first header is zeroed, so
+// that no replay reads any of it; if that fails too, the journal refuses
+// every later batch.
+func (j *journal) write(records []byte) ([]byte, error) {
+	if j.failed != nil {
+		return records, j.failed
+	}
+	crc := seal(records, j.crc)
+	end := j.off + alignUp(int64(len(records)))
+	buf := append(records, zeroBlock[:end-j.off-int64(len(records))]...)
+	err := j.put(buf, j.off)
+	if err != nil {
+		if cerr := j.put(zeroBlock[:journalHeaderSize], j.off); cerr != nil {
+			j.failed = fmt.Errorf("settlement journal: a write failed (%v) and clearing it failed (%v): its state is unknown, so no settlement is taken until the gateway restarts", err, cerr)
+		}
+		return buf, fmt.Errorf("writing settlement journal: %w", err)
+	}
+	j.off, j.crc = end, crc
+	return buf, nil
+}
+
+// put writes b at off, durably.
+func (j *journal) put(b []byte, off int64) error {
+	if _, err := j.f.WriteAt(b, off); err != nil {
+		return err
 	}
 	if j.sync && dsyncFlag == 0 {
-		if err := j.f.Sync(); err != nil {
-			return fmt.Errorf("syncing settlement journal: %w", err)
-		}
+		return j.f.Sync()
 	}
-	j.off += int64(len(buf))
 	return nil
 }
 
@@ -290,7 +361,7 @@ func (s *BoltStore) applyLocked() error {
 	j.rows = j.rows[:0]
 	clear(j.requests)
 	clear(j.accounts)
-	j.off = 0
+	j.off, j.crc = 0, 0
 	s.gc.applies.Add(1)
 	return nil
 }

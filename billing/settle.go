@@ -282,7 +282,10 @@ func (s *BoltStore) commitBatch(batch []*settlement) int {
 				Basis: c.Basis, Outcome: c.Outcome,
 			}
 			var err error
-			if buf, err = appendRecord(buf, &st.entry); err != nil {
+			if buf, err = appendRecord(buf, &st.entry); errors.Is(err, ErrInvalid) {
+				st.entry, st.err = Entry{}, err
+				continue
+			} else if err != nil {
 				return err
 			}
 			j.stagedAccounts[c.AccountID] = journalAccount{balance: next, seq: st.entry.Seq}
@@ -291,15 +294,16 @@ func (s *BoltStore) commitBatch(batch []*settlement) int {
 		}
 		return nil
 	})
-	j.staged, j.buf = staged, buf
+	j.staged = staged
 	if err == nil && len(staged) > 0 {
-		if j.off > 0 && j.off+int64(len(buf)) > journalSize {
+		if j.off > 0 && !j.fits(buf) {
 			err = s.applyLocked() // the journal starts over
 		}
 		if err == nil {
-			err = j.write(buf)
+			buf, err = j.write(buf)
 		}
 	}
+	j.buf = buf
 	if err != nil {
 		err = fmt.Errorf("committing %d settlements: %w", len(batch), err)
 		for _, st := range batch {
