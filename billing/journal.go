@@ -81,7 +81,7 @@ func chainCRC(prev uint32, length, payload []byte) uint32 {
 // have yet. All of it is guarded by BoltStore.jmu.
 type journal struct {
 	f    *os.File
-	sync bool // write with O_DSYNC, or Sync after each write where there is none
+	sync bool   // write with O_DSYNC, or Sync after each write where there is none
 	off  int64  // where the next batch goes: a multiple of journalAlign
 	crc  uint32 // the chain's value after the last record written
 	buf  []byte
