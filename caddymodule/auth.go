@@ -85,6 +85,20 @@ var (
 )
 
 func (h *Auth) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	c := h.authenticate(w, r)
+	if c == nil {
+		return nil
+	}
+	err := next.ServeHTTP(w, r)
+	h.app.metrics.finish(c, h.now())
+	return err
+}
+
+// authenticate checks the request's key and starts its call, or answers
+// 401 (or an error) and returns nil. Out of line, like Limit.admit.
+//
+//go:noinline
+func (h *Auth) authenticate(w http.ResponseWriter, r *http.Request) *call {
 	start := h.now()
 	secret, fail := bearer(r.Header.Get("Authorization"))
 	if fail != nil {
@@ -125,9 +139,7 @@ func (h *Auth) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 	repl.Set("http.auth.user.key_id", p.Key.ID)
 	c := newCall(w, r, p, start)
 	r.Header.Del("Authorization")
-	err = next.ServeHTTP(w, r)
-	h.app.metrics.finish(c, h.now())
-	return err
+	return c
 }
 
 // bearer extracts the token from an Authorization header value. The scheme

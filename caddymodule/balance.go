@@ -70,6 +70,24 @@ func (h *Balance) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if !billable(r) {
 		return next.ServeHTTP(w, r)
 	}
+	c := h.hold(w, r)
+	if c == nil {
+		return nil
+	}
+	// Settle however the chain ends; a panic is detected without recover,
+	// so it goes on with its own stack.
+	completed := false
+	defer func() { h.settle(w, r, c, !completed) }()
+	err := next.ServeHTTP(w, r)
+	completed = true
+	return err
+}
+
+// hold places the request's hold and returns its call, or answers 403 (or
+// an error) and returns nil. Out of line, like Limit.admit.
+//
+//go:noinline
+func (h *Balance) hold(w http.ResponseWriter, r *http.Request) *call {
 	c := keyedChat(w, r, h.app, h.logger, "arcane_balance")
 	if c == nil {
 		return nil
@@ -89,13 +107,7 @@ func (h *Balance) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return nil
 	}
 	c.Hold = hold
-	// Settle however the chain ends; a panic is detected without recover,
-	// so it goes on with its own stack.
-	completed := false
-	defer func() { h.settle(w, r, c, !completed) }()
-	err = next.ServeHTTP(w, r)
-	completed = true
-	return err
+	return c
 }
 
 // insufficient is the 403 for a hold that does not fit.

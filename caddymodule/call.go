@@ -57,6 +57,10 @@ type call struct {
 	// gateway_error. Status stays 0 for other requests.
 	Status  int
 	Outcome string
+
+	// reserved is what arcane_limit took from each budget, kept here
+	// (not on the handler's stack) until it corrects them.
+	reserved [4]reservation
 }
 
 // refuse answers a chat completion with an error and records how it ended.
@@ -116,7 +120,7 @@ func (c *call) chatRequest(r *http.Request, app *App) *apiError {
 	if c.Chat != nil {
 		return nil
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, app.maxBody))
+	body, err := readBody(r, app.maxBody)
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
@@ -140,6 +144,22 @@ func (c *call) chatRequest(r *http.Request, app *App) *apiError {
 	}
 	c.Body, c.Chat, c.Model = body, &req, model
 	return nil
+}
+
+// readBody reads a request body of at most limit bytes: into a buffer of
+// exactly its size when the client gave it (Content-Length), which a
+// stream then keeps for as long as it lasts; with io.ReadAll's doubling
+// otherwise.
+func readBody(r *http.Request, limit int64) ([]byte, error) {
+	body := http.MaxBytesReader(nil, r.Body, limit)
+	if n := r.ContentLength; n >= 0 && n <= limit {
+		b := make([]byte, n)
+		if _, err := io.ReadFull(body, b); err != nil {
+			return nil, err
+		}
+		return b, nil
+	}
+	return io.ReadAll(body)
 }
 
 // billable reports whether r is a request arcane limits and charges: a

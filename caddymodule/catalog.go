@@ -243,12 +243,13 @@ func newProvider(name string, pc *ProviderConfig, repl *caddy.Replacer) (*upstre
 // wait for response headers and between reads itself, for every provider
 // type alike; the transport bounds connecting.
 //
-// An HTTP/1.1 connection's buffers are 2 KiB each way, not net/http's 4:
-// they hold the request's headers and the start of its body on the way
-// out (the rest of a bigger body goes to the socket directly) and the response's
-// headers and chunk lines on the way in (the proxy reads bodies into
-// buffers of its own, which bypass a smaller one), and a stream keeps its
-// connection, buffers included, for as long as it lasts.
+// An HTTP/1.1 connection's buffers are smaller than net/http's 4 KiB, as
+// a stream keeps its connection, buffers included, for as long as it
+// lasts: 2 KiB on the way out, for the request's headers and the start of
+// its body (the rest of a bigger body goes to the socket directly), and
+// 1 KiB on the way in, for the response's header lines and chunk-size
+// lines (a longer header block takes one more read; the proxy reads
+// bodies into buffers of its own).
 func newTransport(pc *ProviderConfig) *http.Transport {
 	dial := time.Duration(pc.DialTimeout)
 	if dial <= 0 {
@@ -263,7 +264,7 @@ func newTransport(pc *ProviderConfig) *http.Transport {
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   dial,
 		ExpectContinueTimeout: time.Second,
-		ReadBufferSize:        2 << 10,
+		ReadBufferSize:        1 << 10,
 		WriteBufferSize:       2 << 10,
 	}
 }

@@ -163,6 +163,21 @@ func (h *Limit) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 	if !billable(r) {
 		return next.ServeHTTP(w, r)
 	}
+	c := h.admit(w, r)
+	if c == nil {
+		return nil
+	}
+	defer h.correct(c)
+	return next.ServeHTTP(w, r)
+}
+
+// admit reserves the request against its budgets and returns its call,
+// or answers 429 (or an error) and returns nil. It is a function of its
+// own, kept out of line, so that its locals are not on the handler's
+// stack for as long as a stream lasts (see Performance in the README).
+//
+//go:noinline
+func (h *Limit) admit(w http.ResponseWriter, r *http.Request) *call {
 	c := keyedChat(w, r, h.app, h.logger, "arcane_limit")
 	if c == nil {
 		return nil
@@ -178,7 +193,7 @@ func (h *Limit) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 	if key.TPM > 0 {
 		keyTok = ratelimit.Limit{Count: key.TPM, Window: time.Minute}
 	}
-	budgets := [4]budget{
+	budgets := &[4]budget{
 		{store: h.zone.keyRequests, id: key.ID, lim: keyReq, n: 1},
 		{store: h.zone.keyTokens, id: key.ID, lim: keyTok, n: min(estimate, keyTok.Count), tokens: true},
 		{store: h.zone.accountRequests, id: key.AccountID, lim: h.AccountRequests.limit(), n: 1, account: true},
@@ -205,7 +220,7 @@ func (h *Limit) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 			}
 			p.dec = p.store.Peek(p.id, p.lim, 0)
 		}
-		setLimitHeaders(w.Header(), &budgets)
+		setLimitHeaders(w.Header(), budgets)
 		reason := "rate_limit_requests"
 		if b.tokens {
 			reason = "rate_limit_tokens"
@@ -215,28 +230,42 @@ func (h *Limit) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 		refuse(w, r, b)
 		return nil
 	}
-	setLimitHeaders(w.Header(), &budgets)
-	defer func() {
-		// Correct the token reservations to what was really used. This
-		// runs after arcane_balance (inside) has settled.
-		var used int64
-		x := c.Exchange
-		if x != nil && x.Delivered {
-			used = satAdd(max(x.Usage.PromptTokens, 0), max(x.Usage.CompletionTokens, 0))
+	setLimitHeaders(w.Header(), budgets)
+	for i, b := range budgets {
+		c.reserved[i] = reservation{store: b.store, id: b.id, lim: b.lim, n: b.n, tokens: b.tokens}
+	}
+	return c
+}
+
+// reservation is what arcane_limit took from one budget, kept with the
+// call until it corrects it.
+type reservation struct {
+	store  *ratelimit.Limiter
+	id     string
+	lim    ratelimit.Limit
+	n      int64
+	tokens bool
+}
+
+// correct sets the token reservations to what was really used. It runs
+// after arcane_balance (inside) has settled.
+func (h *Limit) correct(c *call) {
+	var used int64
+	x := c.Exchange
+	if x != nil && x.Delivered {
+		used = satAdd(max(x.Usage.PromptTokens, 0), max(x.Usage.CompletionTokens, 0))
+	}
+	for i := range c.reserved {
+		b := &c.reserved[i]
+		switch {
+		case !b.lim.Valid():
+		case b.tokens && used != b.n:
+			b.store.Adjust(b.id, b.lim, used-b.n)
+		case !b.tokens && x != nil && x.Refused:
+			// Bad input costs no request either.
+			b.store.Adjust(b.id, b.lim, -b.n)
 		}
-		for i := range budgets {
-			b := &budgets[i]
-			switch {
-			case !b.lim.Valid():
-			case b.tokens && used != b.n:
-				b.store.Adjust(b.id, b.lim, used-b.n)
-			case !b.tokens && x != nil && x.Refused:
-				// Bad input costs no request either.
-				b.store.Adjust(b.id, b.lim, -b.n)
-			}
-		}
-	}()
-	return next.ServeHTTP(w, r)
+	}
 }
 
 // limitHeaders are OpenAI's x-ratelimit-* names (canonical form), for

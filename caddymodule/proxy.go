@@ -49,28 +49,53 @@ func (h *Proxy) Provision(ctx caddy.Context) error {
 }
 
 func (h *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
-	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", "POST")
-		writeError(w, r, apiError{Status: http.StatusMethodNotAllowed, Type: "invalid_request_error", Code: "method_not_allowed",
-			Message: "Use POST for /v1/chat/completions."})
+	c, x := h.prepare(w, r)
+	if x == nil {
 		return nil
 	}
-	c := callFrom(w, r)
 	if c.Principal == nil {
 		// No arcane_auth before this handler (keyless serving): no one
 		// else will record the request's metrics.
 		defer func() { h.app.metrics.finish(c, time.Now()) }()
 	}
+	err := h.app.proxy.Forward(r.Context(), w, x)
+	return h.finish(w, r, c, x, err)
+}
+
+// prepare reads and checks the request and returns its call and the
+// exchange to forward, or answers it and returns a nil exchange. Out of
+// line, like Limit.admit: the handler's frame stays small while a stream
+// lasts.
+//
+//go:noinline
+func (h *Proxy) prepare(w http.ResponseWriter, r *http.Request) (*call, *upstream.Exchange) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", "POST")
+		writeError(w, r, apiError{Status: http.StatusMethodNotAllowed, Type: "invalid_request_error", Code: "method_not_allowed",
+			Message: "Use POST for /v1/chat/completions."})
+		return nil, nil
+	}
+	c := callFrom(w, r)
 	if e := c.chatRequest(r, h.app); e != nil {
+		if c.Principal == nil {
+			defer h.app.metrics.finish(c, time.Now())
+		}
 		c.refuse(w, r, *e, "invalid_request")
-		return nil
+		return c, nil
 	}
 	x := &upstream.Exchange{Body: c.Body, Request: c.Chat, Model: c.Model, Header: r.Header}
 	if c.Hold != nil {
 		x.Cost = c.appendCost
 	}
 	c.Exchange = x
-	err := h.app.proxy.Forward(r.Context(), w, x)
+	return c, x
+}
+
+// finish records how the exchange went and answers the errors Forward
+// left to the handler.
+//
+//go:noinline
+func (h *Proxy) finish(w http.ResponseWriter, r *http.Request, c *call, x *upstream.Exchange, err error) error {
 	c.Status, c.Outcome = http.StatusOK, string(x.Outcome)
 	if x.Outcome == upstream.OutcomeClientClosed {
 		c.Status = 499 // the client left, before or after the first byte

@@ -32,7 +32,7 @@ const (
 	// larger than the buffer are assembled in the data buffer, so its size
 	// only sets how many Read calls a large event costs, not what size of
 	// event parses.
-	minReadSize = 1 << 10
+	minReadSize = 512
 	readSize    = 8 << 10
 
 	// maxEmptyReads is how many reads in a row may return nothing and no
@@ -480,7 +480,7 @@ func grow(b []byte, n, limit int) []byte {
 	if need <= cap(b) {
 		return b
 	}
-	c := min(max(2*cap(b), need, 512), limit)
+	c := min(max(2*cap(b), need, 256), limit)
 	nb := make([]byte, len(b), c)
 	copy(nb, b)
 	return nb
