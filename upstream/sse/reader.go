@@ -428,11 +428,15 @@ func (r *Reader) skipBOM() {
 
 // fill reads once more from the source into the free end of buf.
 func (r *Reader) fill() {
-	if r.full && r.r == r.w && len(r.buf) < readSize {
-		// The source had more than the buffer held, and all of it is
-		// parsed: read in larger blocks from now on.
-		r.buf = make([]byte, 2*len(r.buf))
-		r.r, r.w = 0, 0
+	if r.full && len(r.buf) < readSize {
+		// The source had more than the buffer held: read in larger
+		// blocks from now on, keeping what is not parsed yet. Waiting
+		// for the buffer to be all parsed first would split every burst
+		// that ends inside an event into two reads, and a relay that
+		// writes what it has before it reads again into two writes.
+		nb := make([]byte, 2*len(r.buf))
+		r.w = copy(nb, r.buf[r.r:r.w])
+		r.buf, r.r = nb, 0
 	}
 	if r.r > 0 {
 		copy(r.buf, r.buf[r.r:r.w])
