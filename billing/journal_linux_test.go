@@ -2,7 +2,6 @@ package billing
 
 import (
 	"errors"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -44,10 +43,7 @@ func failJournalWrite(t *testing.T, s *BoltStore, acctID string) {
 // A batch whose write failed was answered with an error: no replay may
 // charge any of it.
 func TestAFailedJournalWriteIsNeverReplayed(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "billing.db")
-	clock := newFakeClock()
-	s := openJournalStore(t, path, clock)
-	acct := mustCreateAccount(t, s, "acme", 10*Dollar)
+	s, path, clock, acct := newJournalTest(t)
 	failJournalWrite(t, s, acct.ID)
 	crash(t, s)
 
@@ -64,10 +60,7 @@ func TestAFailedJournalWriteIsNeverReplayed(t *testing.T) {
 // The batch after a failed one goes where the failed one went; what is
 // left of the failed one behind it must not be read as its continuation.
 func TestTheBatchAfterAFailedWriteStandsAlone(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "billing.db")
-	clock := newFakeClock()
-	s := openJournalStore(t, path, clock)
-	acct := mustCreateAccount(t, s, "acme", 10*Dollar)
+	s, path, clock, acct := newJournalTest(t)
 	failJournalWrite(t, s, acct.ID)
 	mustSettle(t, s, testCharge(acct.ID, "req_cc", 3000)) // a record as long as req_fa's
 	crash(t, s)

@@ -27,6 +27,17 @@ func openJournalStore(t *testing.T, path string, clock *fakeClock) *BoltStore {
 	return s
 }
 
+// newJournalTest opens a journal store (openJournalStore) in a fresh
+// folder, with one account holding $10: the store, its file and clock, to
+// crash and reopen it, and the account.
+func newJournalTest(t *testing.T) (*BoltStore, string, *fakeClock, Account) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "billing.db")
+	clock := newFakeClock()
+	s := openJournalStore(t, path, clock)
+	return s, path, clock, mustCreateAccount(t, s, "acme", 10*Dollar)
+}
+
 // crash leaves the store as kill -9 would: the commit loop stopped, the
 // files closed, nothing applied that was only journaled.
 func crash(t *testing.T, s *BoltStore) {
@@ -83,10 +94,7 @@ func checkBooks(t *testing.T, s *BoltStore, accountID string, balance Amount, ro
 }
 
 func TestJournaledSettlementsSurviveACrash(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "billing.db")
-	clock := newFakeClock()
-	s := openJournalStore(t, path, clock)
-	acct := mustCreateAccount(t, s, "acme", 10*Dollar)
+	s, path, clock, acct := newJournalTest(t)
 	var want []Entry
 	for i := range 5 {
 		want = append(want, mustSettle(t, s, testCharge(acct.ID, fmt.Sprintf("req_%d", i), Amount(1000*(i+1)))))
@@ -119,10 +127,7 @@ func TestJournaledSettlementsSurviveACrash(t *testing.T) {
 }
 
 func TestJournalReplaySkipsRowsAlreadyApplied(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "billing.db")
-	clock := newFakeClock()
-	s := openJournalStore(t, path, clock)
-	acct := mustCreateAccount(t, s, "acme", 10*Dollar)
+	s, path, clock, acct := newJournalTest(t)
 	for i := range 5 {
 		mustSettle(t, s, testCharge(acct.ID, fmt.Sprintf("req_%d", i), 1000))
 	}
@@ -145,10 +150,7 @@ func TestJournalReplaySkipsRowsAlreadyApplied(t *testing.T) {
 }
 
 func TestJournalReplayStopsAtAnOlderGeneration(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "billing.db")
-	clock := newFakeClock()
-	s := openJournalStore(t, path, clock)
-	acct := mustCreateAccount(t, s, "acme", 10*Dollar)
+	s, path, clock, acct := newJournalTest(t)
 	// Rows of one size, so the older generation's records line up with
 	// the newer one's: only the chain tells them apart.
 	for i := range 9 {
@@ -189,10 +191,7 @@ func mustReadFile(t *testing.T, path string) []byte {
 }
 
 func TestJournalReplayStopsAtATornRecord(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "billing.db")
-	clock := newFakeClock()
-	s := openJournalStore(t, path, clock)
-	acct := mustCreateAccount(t, s, "acme", 10*Dollar)
+	s, path, clock, acct := newJournalTest(t)
 	for i := range 3 {
 		mustSettle(t, s, testCharge(acct.ID, fmt.Sprintf("req_%d", i), 1000))
 	}
@@ -277,10 +276,7 @@ func TestEveryOperationSeesJournaledSettlements(t *testing.T) {
 }
 
 func TestJournalAppliesWhenFull(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "billing.db")
-	clock := newFakeClock()
-	s := openJournalStore(t, path, clock)
-	acct := mustCreateAccount(t, s, "acme", 10*Dollar)
+	s, path, clock, acct := newJournalTest(t)
 	mustSettle(t, s, testCharge(acct.ID, "req_1", 1000))
 	// As if the journal had filled up: the next batch does not fit, so
 	// the rows before it go to bbolt and the batch starts the file over.
@@ -394,10 +390,7 @@ func FuzzReadRecords(f *testing.F) {
 }
 
 func TestARowTooLargeForTheJournalFailsAlone(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "billing.db")
-	clock := newFakeClock()
-	s := openJournalStore(t, path, clock)
-	acct := mustCreateAccount(t, s, "acme", 10*Dollar)
+	s, path, clock, acct := newJournalTest(t)
 	c := testCharge(acct.ID, "req_big", 1000)
 	c.Model = strings.Repeat("m", maxJournalRecord)
 	if _, err := s.Settle(c); !errors.Is(err, ErrInvalid) {
