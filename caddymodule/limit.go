@@ -148,13 +148,10 @@ func (h *Limit) Cleanup() error {
 	return err
 }
 
-// budget is one limiter a request must pass.
+// budget is one limiter a request must pass: what it takes from it, and
+// what admission needs besides.
 type budget struct {
-	store   *ratelimit.Limiter
-	id      string
-	lim     ratelimit.Limit
-	n       int64
-	tokens  bool
+	reservation
 	account bool
 	dec     ratelimit.Decision
 }
@@ -194,10 +191,11 @@ func (h *Limit) admit(w http.ResponseWriter, r *http.Request) *call {
 		keyTok = ratelimit.Limit{Count: key.TPM, Window: time.Minute}
 	}
 	budgets := &[4]budget{
-		{store: h.zone.keyRequests, id: key.ID, lim: keyReq, n: 1},
-		{store: h.zone.keyTokens, id: key.ID, lim: keyTok, n: min(estimate, keyTok.Count), tokens: true},
-		{store: h.zone.accountRequests, id: key.AccountID, lim: h.AccountRequests.limit(), n: 1, account: true},
-		{store: h.zone.accountTokens, id: key.AccountID, lim: h.AccountTokens.limit(), n: min(estimate, h.AccountTokens.limit().Count), tokens: true, account: true},
+		{reservation: reservation{store: h.zone.keyRequests, id: key.ID, lim: keyReq, n: 1}},
+		{reservation: reservation{store: h.zone.keyTokens, id: key.ID, lim: keyTok, n: min(estimate, keyTok.Count), tokens: true}},
+		{reservation: reservation{store: h.zone.accountRequests, id: key.AccountID, lim: h.AccountRequests.limit(), n: 1}, account: true},
+		{reservation: reservation{store: h.zone.accountTokens, id: key.AccountID, lim: h.AccountTokens.limit(),
+			n: min(estimate, h.AccountTokens.limit().Count), tokens: true}, account: true},
 	}
 	for i := range budgets {
 		b := &budgets[i]
@@ -232,7 +230,7 @@ func (h *Limit) admit(w http.ResponseWriter, r *http.Request) *call {
 	}
 	setLimitHeaders(w.Header(), budgets)
 	for i, b := range budgets {
-		c.reserved[i] = reservation{store: b.store, id: b.id, lim: b.lim, n: b.n, tokens: b.tokens}
+		c.reserved[i] = b.reservation
 	}
 	return c
 }

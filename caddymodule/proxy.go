@@ -50,20 +50,21 @@ func (h *Proxy) Provision(ctx caddy.Context) error {
 
 func (h *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
 	c, x := h.prepare(w, r)
-	if x == nil {
-		return nil
-	}
-	if c.Principal == nil {
+	if c != nil && c.Principal == nil {
 		// No arcane_auth before this handler (keyless serving): no one
 		// else will record the request's metrics.
 		defer func() { h.app.metrics.finish(c, time.Now()) }()
+	}
+	if x == nil {
+		return nil
 	}
 	err := h.app.proxy.Forward(r.Context(), w, x)
 	return h.finish(w, r, c, x, err)
 }
 
 // prepare reads and checks the request and returns its call and the
-// exchange to forward, or answers it and returns a nil exchange. Out of
+// exchange to forward, or answers it and returns a nil exchange (and a nil
+// call when it is no chat completion at all). Out of
 // line, like Limit.admit: the handler's frame stays small while a stream
 // lasts.
 //
@@ -77,9 +78,6 @@ func (h *Proxy) prepare(w http.ResponseWriter, r *http.Request) (*call, *upstrea
 	}
 	c := callFrom(w, r)
 	if e := c.chatRequest(r, h.app); e != nil {
-		if c.Principal == nil {
-			defer h.app.metrics.finish(c, time.Now())
-		}
 		c.refuse(w, r, *e, "invalid_request")
 		return c, nil
 	}
