@@ -1,6 +1,7 @@
 package billing
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -51,6 +52,10 @@ func (c *Charge) validate() error {
 // maxSettleBatch bounds how many settlements share one transaction.
 const maxSettleBatch = 4096
 
+// yieldBelow is the queue length under which the commit loop yields before
+// it takes a batch (commitLoop).
+const yieldBelow = 64
+
 // settlement is one Settle call waiting for the commit loop.
 type settlement struct {
 	charge Charge
@@ -76,6 +81,16 @@ type committer struct {
 	batches     atomic.Uint64
 	settlements atomic.Uint64
 	applies     atomic.Uint64
+
+	// backlog counts the settlements handed to Settle and not yet
+	// answered. While it is over backlogHigh, Admit holds new work back
+	// until the commit loop brings it down to backlogLow (see Admit):
+	// relief is closed then, and throttling cleared.
+	backlog    atomic.Int64
+	throttling atomic.Bool
+	reliefMu   sync.Mutex
+	relief     chan struct{}
+	throttled  atomic.Uint64
 	// observe, when set, sees each committed batch (ObserveCommits).
 	observe atomic.Pointer[func(batch int, took time.Duration)]
 }
@@ -86,6 +101,10 @@ type SettleStats struct {
 	// Settlements the number of charges they carried, Applies the number
 	// of bbolt transactions that moved journaled rows into the ledger.
 	Batches, Settlements, Applies uint64
+	// Backlog is how many settlements wait for the disk now; Throttled
+	// how many Admit calls have waited for it to come down.
+	Backlog   int64
+	Throttled uint64
 }
 
 // ObserveCommits makes f see every settlement transaction once it is on
@@ -102,7 +121,8 @@ func (s *BoltStore) ObserveCommits(f func(batch int, took time.Duration)) {
 
 // SettleStats reports how settlements have been batched.
 func (s *BoltStore) SettleStats() SettleStats {
-	return SettleStats{Batches: s.gc.batches.Load(), Settlements: s.gc.settlements.Load(), Applies: s.gc.applies.Load()}
+	return SettleStats{Batches: s.gc.batches.Load(), Settlements: s.gc.settlements.Load(), Applies: s.gc.applies.Load(),
+		Backlog: s.gc.backlog.Load(), Throttled: s.gc.throttled.Load()}
 }
 
 func (s *BoltStore) startCommitter() {
@@ -119,6 +139,72 @@ func (s *BoltStore) stopCommitter() {
 	}
 	s.gc.mu.Unlock()
 	<-s.gc.stopped
+	s.relieve()
+}
+
+// The settlement backlog at which Admit starts holding new work back, and
+// the one at which it lets it go again. A gateway keeps far fewer than
+// backlogHigh settlements waiting while the disk keeps up: each batch
+// takes every settlement that queued during the previous write.
+const (
+	backlogHigh = 1024
+	backlogLow  = 256
+)
+
+// ErrBacklog is returned by Admit when the settlement backlog did not come
+// down in time.
+var ErrBacklog = errors.New("settlements are behind")
+
+// Admit returns at once while settlements keep up with the disk. When more
+// than backlogHigh wait for it, the commit loop is behind: the CPU is
+// spread over more requests than it can finish, and the one goroutine that
+// settles them all gets a smaller share of it the more requests there are,
+// so admitting more would only push it further behind (a gateway under such
+// a backlog collapses instead of recovering). Admit then waits until the
+// backlog is down to backlogLow, for at most wait or until ctx is done (an
+// error wrapping ErrBacklog). Work admitted before goes on and settles as
+// usual.
+func (s *BoltStore) Admit(ctx context.Context, wait time.Duration) error {
+	if !s.gc.throttling.Load() && s.gc.backlog.Load() <= backlogHigh {
+		return nil
+	}
+	return s.admitSlow(ctx, wait)
+}
+
+func (s *BoltStore) admitSlow(ctx context.Context, wait time.Duration) error {
+	s.gc.reliefMu.Lock()
+	if s.gc.relief == nil {
+		if s.gc.backlog.Load() <= backlogHigh {
+			s.gc.reliefMu.Unlock()
+			return nil
+		}
+		s.gc.relief = make(chan struct{})
+		s.gc.throttling.Store(true)
+	}
+	relief := s.gc.relief
+	s.gc.reliefMu.Unlock()
+	s.gc.throttled.Add(1)
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-relief:
+		return nil
+	case <-t.C:
+		return fmt.Errorf("%w: %d settlements still wait for the disk after %s", ErrBacklog, s.gc.backlog.Load(), wait)
+	case <-ctx.Done():
+		return fmt.Errorf("%w: %d settlements wait for the disk: %w", ErrBacklog, s.gc.backlog.Load(), context.Cause(ctx))
+	}
+}
+
+// relieve lets every Admit that waits go on.
+func (s *BoltStore) relieve() {
+	s.gc.reliefMu.Lock()
+	if s.gc.relief != nil {
+		close(s.gc.relief)
+		s.gc.relief = nil
+		s.gc.throttling.Store(false)
+	}
+	s.gc.reliefMu.Unlock()
 }
 
 // How the commit loop applies the journal to bbolt (journal.go): when it
@@ -149,10 +235,18 @@ func (s *BoltStore) commitLoop() {
 			continue
 		}
 		batch = append(batch[:0], first)
-		// Let the goroutines that are ready run first: with one P (a
-		// one-CPU machine), they could not run while the last commit sat
-		// in fsync, and would otherwise each get a commit of their own.
-		runtime.Gosched()
+		if len(s.gc.queue) < yieldBelow {
+			// Let the goroutines that are ready run first: with one P (a
+			// one-CPU machine), they could not run while the last commit
+			// sat in fsync, and would otherwise each get a commit of their
+			// own. Not when a batch's worth is already queued: Gosched puts
+			// this goroutine on the global run queue, which under overload
+			// holds thousands of goroutines, and the one goroutine that
+			// finishes requests would wait behind all those starting new
+			// ones (a soak found it parked there with 4,762 settlements
+			// queued).
+			runtime.Gosched()
+		}
 	drain:
 		for len(batch) < maxSettleBatch {
 			select {
@@ -175,6 +269,9 @@ func (s *BoltStore) commitLoop() {
 		for i, st := range batch {
 			st.done <- struct{}{}
 			batch[i] = nil
+		}
+		if s.gc.backlog.Add(-int64(len(batch))) <= backlogLow && s.gc.throttling.Load() {
+			s.relieve()
 		}
 		switch {
 		case pending >= applyMax:
@@ -212,6 +309,7 @@ func (s *BoltStore) Settle(c Charge) (Entry, error) {
 		settlementPool.Put(st)
 		return Entry{}, fmt.Errorf("settling request %s: %w", c.RequestID, ErrClosed)
 	}
+	s.gc.backlog.Add(1)
 	s.gc.queue <- st
 	s.gc.mu.RUnlock()
 	<-st.done

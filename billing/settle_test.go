@@ -1,6 +1,7 @@
 package billing
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -869,5 +870,72 @@ func TestObserveCommitsSeesEveryBatch(t *testing.T) {
 	defer mu.Unlock()
 	if settled != n {
 		t.Fatalf("observed a commit after ObserveCommits(nil): %d", settled)
+	}
+}
+
+// TestAdmitHoldsBackWhileSettlementsAreBehind stalls the commit loop, lets
+// more than backlogHigh settlements queue behind it, and checks that Admit
+// then holds new work back (until its wait or its context ends, with
+// ErrBacklog) and lets it go once the loop has caught up.
+func TestAdmitHoldsBackWhileSettlementsAreBehind(t *testing.T) {
+	s, clock, _ := openStallStore(t)
+	a := mustCreateAccount(t, s, "acme", 100*Dollar)
+	canceled, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := s.Admit(canceled, 0); err != nil {
+		t.Fatalf("Admit with no backlog: %v, want nil at once", err)
+	}
+
+	release := clock.stall(t, s)
+	var wg sync.WaitGroup
+	for i := range backlogHigh {
+		wg.Go(func() {
+			if _, err := s.Settle(testCharge(a.ID, fmt.Sprintf("req_%d", i), 1)); err != nil {
+				t.Errorf("settling behind the backlog: %v", err)
+			}
+		})
+	}
+	waitQueued(s, backlogHigh)
+	if got := s.SettleStats().Backlog; got != backlogHigh+1 {
+		t.Fatalf("backlog %d, want %d (the plug and the queue)", got, backlogHigh+1)
+	}
+
+	err := s.Admit(canceled, time.Hour)
+	if !errors.Is(err, ErrBacklog) || !errors.Is(err, context.Canceled) {
+		t.Fatalf("Admit with a canceled context behind the backlog: %v, want ErrBacklog and context.Canceled", err)
+	}
+	if err := s.Admit(context.Background(), time.Nanosecond); !errors.Is(err, ErrBacklog) {
+		t.Fatalf("Admit whose wait ends behind the backlog: %v, want ErrBacklog", err)
+	}
+	admitted := make(chan error, 1)
+	go func() { admitted <- s.Admit(context.Background(), time.Hour) }()
+	for s.SettleStats().Throttled < 3 {
+		runtime.Gosched()
+	}
+	select {
+	case err := <-admitted:
+		t.Fatalf("Admit returned %v while the commit loop was stalled behind its backlog", err)
+	default:
+	}
+
+	release()
+	select {
+	case err := <-admitted:
+		if err != nil {
+			t.Fatalf("Admit once the backlog cleared: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Admit still waits after the commit loop caught up")
+	}
+	wg.Wait()
+	if st := s.SettleStats(); st.Backlog != 0 || st.Throttled != 3 {
+		t.Fatalf("after the backlog: %+v, want backlog 0 and 3 throttled", st)
+	}
+	if err := s.Admit(canceled, 0); err != nil {
+		t.Fatalf("Admit after the backlog cleared: %v, want nil at once", err)
+	}
+	acct, err := s.Account(a.ID)
+	if err != nil || acct.Balance != 100*Dollar-backlogHigh {
+		t.Fatalf("account after the backlog: %+v, %v; want every queued charge settled", acct, err)
 	}
 }

@@ -93,6 +93,14 @@ type App struct {
 	// event. Default: off.
 	StreamKeepAlive caddy.Duration `json:"stream_keepalive,omitempty"`
 
+	// OverloadWait is how long a chat request waits at admission while
+	// the gateway is behind on recording charges (more than 1,024
+	// settlements waiting for the disk: a stalled or saturated disk, or a
+	// CPU too busy to settle what it serves) before it is refused with 503
+	// gateway_overloaded. While it waits it holds no money and has not
+	// been sent upstream. Default: 10s.
+	OverloadWait caddy.Duration `json:"overload_wait,omitempty"`
+
 	// Demo, when true, makes sure an account named "demo" exists (with
 	// $10.00 on first creation) and mints a fresh key for it at start,
 	// printed once to standard error; earlier demo keys are revoked. It is
@@ -110,6 +118,8 @@ type App struct {
 	defaultMaxOutput int64
 	// defaultImageTokens is DefaultImageTokens or its default.
 	defaultImageTokens int64
+	// overloadWait is OverloadWait or its default.
+	overloadWait time.Duration
 	// healthKeys are the deployment health entries this config holds.
 	healthKeys []string
 	// metrics are this config's; nil when Caddy gave no registry.
@@ -198,6 +208,10 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if a.defaultImageTokens == 0 {
 		a.defaultImageTokens = 2000
 	}
+	a.overloadWait = time.Duration(a.OverloadWait)
+	if a.overloadWait == 0 {
+		a.overloadWait = 10 * time.Second
+	}
 	path, err := databasePath(a.Storage)
 	if err != nil {
 		return err
@@ -241,6 +255,9 @@ func (a *App) Validate() error {
 	}
 	if a.StreamKeepAlive < 0 {
 		return fmt.Errorf("stream_keepalive must not be negative")
+	}
+	if a.OverloadWait < 0 {
+		return fmt.Errorf("overload_wait must not be negative")
 	}
 	if f := a.Failover; f != nil && (f.Attempts < 0 || f.Attempts > upstream.MaxDeployments || f.TryDuration < 0) {
 		return fmt.Errorf("failover: attempts must be 1 to %d and try_duration not negative", upstream.MaxDeployments)

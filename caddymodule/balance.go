@@ -92,6 +92,15 @@ func (h *Balance) hold(w http.ResponseWriter, r *http.Request) *call {
 	if c == nil {
 		return nil
 	}
+	if err := h.app.db.store.Admit(r.Context(), h.app.overloadWait); err != nil {
+		// Settlement is behind (billing.BoltStore.Admit): the request
+		// waited and goes no further, having reserved nothing.
+		h.logger.Warn("refusing request: settlements are behind", zap.String("request_id", c.ID), zap.Error(err))
+		h.app.metrics.reject("gateway_overloaded")
+		w.Header().Set("Retry-After", "1")
+		c.refuse(w, r, errOverloaded, "gateway_overloaded")
+		return nil
+	}
 	c.Price = h.app.prices[c.Model.ID]
 	worst := c.Price.Worst().Cost(c.worstCase(h.app))
 	hold, err := h.app.bank().Hold(c.Principal.Key.AccountID, worst)

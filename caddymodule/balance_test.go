@@ -11,8 +11,10 @@ import (
 	"net"
 	"net/http"
 	"regexp"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -1391,5 +1393,105 @@ func TestWorstCaseBoundsImagesByURL(t *testing.T) {
 				t.Errorf("worst case %d prompt and %d completion tokens, want %d and 10", w.PromptTokens, w.CompletionTokens, tc.wantPrompt)
 			}
 		})
+	}
+}
+
+// Settlements behind the disk: with more than 1,024 waiting for a stalled
+// commit loop, a chat request waits at admission for overload_wait and is
+// refused with 503 gateway_overloaded, having held nothing, charged
+// nothing and reached no upstream. A request that is waiting when the loop
+// catches up goes through and is charged.
+func TestBalanceWaitsWhileSettlementsAreBehind(t *testing.T) {
+	env := startChat(t, chatOptions{balance: true, arcaneExtra: "overload_wait 300ms"})
+	const opening = 5 * billing.Dollar
+	creditAccount(t, env.acct.ID, opening.String())
+	store := activeApp(t).db.store
+
+	// Park the commit loop on its next batch (the observer runs in it),
+	// then queue more settlements behind it than it lets wait. They are
+	// for an account that does not exist, so they write nothing.
+	stalled, gate := make(chan struct{}), make(chan struct{})
+	var parked sync.Once
+	store.ObserveCommits(func(int, time.Duration) { parked.Do(func() { close(stalled); <-gate }) })
+	release := sync.OnceFunc(func() { close(gate) })
+	t.Cleanup(func() { release(); store.ObserveCommits(nil) })
+	var wg sync.WaitGroup
+	settle := func(id string) {
+		wg.Go(func() {
+			if _, err := store.Settle(billing.Charge{RequestID: id, AccountID: "acct_nobody"}); !errors.Is(err, billing.ErrNotFound) {
+				t.Errorf("settling %s for no account: %v, want ErrNotFound", id, err)
+			}
+		})
+	}
+	settle("plug")
+	<-stalled
+	for i := range 1024 {
+		settle(fmt.Sprintf("queued_%d", i))
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for store.SettleStats().Backlog <= 1024 {
+		if time.Now().After(deadline) {
+			t.Fatalf("backlog %d, want more than 1024", store.SettleStats().Backlog)
+		}
+		runtime.Gosched()
+	}
+
+	calls := env.up.calls.Load()
+	refused := settledChat(t, http.MethodPost, env.key.Key, chatBody(publicModel, ""))
+	if refused.Status != http.StatusServiceUnavailable || refused.Header.Get("Retry-After") != "1" {
+		t.Fatalf("status %d, Retry-After %q; want 503 and 1; body %s", refused.Status, refused.Header.Get("Retry-After"), refused.Body)
+	}
+	var e struct {
+		Error struct {
+			Type string `json:"type"`
+			Code string `json:"code"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(refused.Body, &e); err != nil || e.Error.Type != "server_error" || e.Error.Code != "gateway_overloaded" {
+		t.Errorf("body %s, want a server_error with code gateway_overloaded", refused.Body)
+	}
+	requestID(t, refused.Header)
+	if env.up.calls.Load() != calls {
+		t.Errorf("the refused request reached the upstream")
+	}
+	if rows := ledgerRows(t, env.acct.ID); len(rows) != 1 {
+		t.Errorf("the ledger has %d rows, want the opening credit alone: %+v", len(rows), rows)
+	}
+	assertFunds(t, env.acct.ID, opening)
+
+	// One more waits at admission; letting the loop go serves it.
+	throttled := store.SettleStats().Throttled
+	served := make(chan chatResponse, 1)
+	req := newChatRequest(t, context.Background(), http.MethodPost, env.key.Key, chatBody(publicModel, ""), nil)
+	go func() {
+		resp, err := settledClient.Do(req)
+		if err != nil {
+			t.Errorf("the request that waited: %v", err)
+			served <- chatResponse{}
+			return
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		served <- chatResponse{Status: resp.StatusCode, Header: resp.Header, Body: body}
+	}()
+	for store.SettleStats().Throttled == throttled {
+		if time.Now().After(deadline) {
+			t.Fatal("the second request never waited at admission")
+		}
+		runtime.Gosched()
+	}
+	release()
+	resp := <-served
+	if resp.Status != http.StatusOK {
+		t.Fatalf("the request that waited: status %d; body %s", resp.Status, resp.Body)
+	}
+	cost := gptPrice.cost(11, 3, 7) // standardReply's usage
+	if row := requestRow(t, env.acct.ID, requestID(t, resp.Header)); row.cost(t) != cost {
+		t.Errorf("charged %s, want %s", row.cost(t), cost)
+	}
+	assertFunds(t, env.acct.ID, opening-cost)
+	wg.Wait()
+	if st := store.SettleStats(); st.Backlog != 0 {
+		t.Errorf("backlog %d after the loop caught up, want 0", st.Backlog)
 	}
 }

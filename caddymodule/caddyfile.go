@@ -42,6 +42,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //		default_image_tokens <n>
 //		request_timeout <duration>
 //		stream_keepalive <duration>
+//		overload_wait   <duration>
 //		failover {
 //			attempts     <n>
 //			try_duration <duration>
@@ -109,7 +110,7 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			continue
-		case "request_timeout", "stream_keepalive":
+		case "request_timeout", "stream_keepalive", "overload_wait":
 			if !d.NextArg() {
 				return d.ArgErr()
 			}
@@ -117,10 +118,13 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err != nil || dur <= 0 {
 				return d.Errf("%s %q: expected a positive duration such as 15s", name, d.Val())
 			}
-			if name == "request_timeout" {
+			switch name {
+			case "request_timeout":
 				a.RequestTimeout = caddy.Duration(dur)
-			} else {
+			case "stream_keepalive":
 				a.StreamKeepAlive = caddy.Duration(dur)
+			default:
+				a.OverloadWait = caddy.Duration(dur)
 			}
 		case "max_request_body":
 			if !d.NextArg() {

@@ -21,6 +21,10 @@ type apiError struct {
 
 var (
 	errServer = apiError{Status: http.StatusInternalServerError, Type: "server_error", Code: "", Message: "The server had an error while processing your request. Retry with backoff; if it persists, contact the operator."}
+	// errOverloaded refuses a request that waited overload_wait for the
+	// gateway's settlements to catch up with the disk (Balance.hold).
+	errOverloaded = apiError{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "gateway_overloaded",
+		Message: "The gateway is overloaded: it is behind on recording charges. Retry with backoff."}
 )
 
 // writeError sends e and records its code in the access log line, so

@@ -226,6 +226,10 @@ var (
 		[]string{"model", "deployment"}, nil)
 	descHolds = prometheus.NewDesc(metricsNamespace+"_holds_open",
 		"Balance holds open: requests in flight that reserved money.", nil, nil)
+	descBacklog = prometheus.NewDesc(metricsNamespace+"_ledger_backlog",
+		"Settlements waiting for the disk now. Over 1024, new chat requests wait for it to come down to 256 before they are admitted.", nil, nil)
+	descThrottled = prometheus.NewDesc(metricsNamespace+"_ledger_throttled_total",
+		"Chat requests that waited at admission for the settlement backlog to come down (since the storage was opened).", nil, nil)
 )
 
 func (stateCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -233,6 +237,8 @@ func (stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descInFlight
 	ch <- descLatency
 	ch <- descHolds
+	ch <- descBacklog
+	ch <- descThrottled
 }
 
 func (s stateCollector) Collect(ch chan<- prometheus.Metric) {
@@ -253,5 +259,8 @@ func (s stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if s.a.db != nil {
 		ch <- prometheus.MustNewConstMetric(descHolds, prometheus.GaugeValue, float64(s.a.bank().OpenHolds()))
+		st := s.a.db.store.SettleStats()
+		ch <- prometheus.MustNewConstMetric(descBacklog, prometheus.GaugeValue, float64(st.Backlog))
+		ch <- prometheus.MustNewConstMetric(descThrottled, prometheus.CounterValue, float64(st.Throttled))
 	}
 }

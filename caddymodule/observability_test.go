@@ -743,7 +743,7 @@ var obsLabels = map[string][]string{
 	"code":       nil,
 	"kind":       {"prompt", "cached", "cache_write", "completion", "reasoning"},
 	"result":     {"ok", "failed", "client_closed"},
-	"reason":     {"invalid_api_key", "account_disabled", "rate_limit_requests", "rate_limit_tokens", "insufficient_balance", "gateway_error"},
+	"reason":     {"invalid_api_key", "account_disabled", "rate_limit_requests", "rate_limit_tokens", "insufficient_balance", "gateway_overloaded", "gateway_error"},
 	"state":      {"closed", "open", "half_open"},
 }
 
@@ -753,7 +753,8 @@ var obsFamilies = []string{
 	"caddy_arcane_time_to_first_token_seconds", "caddy_arcane_upstream_duration_seconds", "caddy_arcane_gateway_overhead_seconds",
 	"caddy_arcane_upstream_attempts_total", "caddy_arcane_rejections_total", "caddy_arcane_deployment_state",
 	"caddy_arcane_deployment_in_flight", "caddy_arcane_deployment_latency_seconds", "caddy_arcane_holds_open",
-	"caddy_arcane_ledger_commit_seconds", "caddy_arcane_ledger_batch_size",
+	"caddy_arcane_ledger_commit_seconds", "caddy_arcane_ledger_batch_size", "caddy_arcane_ledger_backlog",
+	"caddy_arcane_ledger_throttled_total",
 }
 
 var statusCode = regexp.MustCompile(`^[1-5][0-9][0-9]$`)

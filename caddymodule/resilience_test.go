@@ -1424,6 +1424,7 @@ func TestResilienceCaddyfileAdapt(t *testing.T) {
 	t.Run("the new options adapt to the expected JSON", func(t *testing.T) {
 		got, err := adaptArcane(t, resArcaneCaddyfile(`
 		request_timeout 90s
+		overload_wait 20s
 		failover {
 			attempts 2
 			try_duration 15s
@@ -1448,6 +1449,7 @@ func TestResilienceCaddyfileAdapt(t *testing.T) {
 		}
 		const want = `{
 			"request_timeout": 90000000000,
+			"overload_wait": 20000000000,
 			"failover": {"attempts": 2, "try_duration": 15000000000},
 			"breaker": {"failures": 3, "error_rate": 0.25, "window": 10, "cooldown": 5000000000, "max_cooldown": 60000000000},
 			"providers": {"a": {"type": "openai", "base_url": "https://a.example/v1", "api_key": "{env.A_KEY}",
@@ -1503,6 +1505,8 @@ func TestResilienceCaddyfileAdapt(t *testing.T) {
 		{"request_timeout 0", "request_timeout 0s", `request_timeout "0s": expected a positive duration`},
 		{"request_timeout not a duration", "request_timeout forever", `request_timeout "forever"`},
 		{"request_timeout twice", "request_timeout 1m\n request_timeout 2m", "request_timeout already specified"},
+		{"overload_wait 0", "overload_wait 0s", `overload_wait "0s": expected a positive duration`},
+		{"overload_wait not a duration", "overload_wait long", `overload_wait "long"`},
 		{"provider idle_timeout negative", "provider p {\n type openai\n idle_timeout -1s\n}", `provider p: idle_timeout "-1s": expected a duration`},
 		{"provider response_header_timeout not a duration", "provider p {\n type openai\n response_header_timeout later\n}",
 			`provider p: response_header_timeout "later"`},
@@ -1541,6 +1545,7 @@ func TestResilienceCaddyfileAdapt(t *testing.T) {
 		{"breaker window over 64", App{Breaker: &BreakerConfig{Window: 65}}, "breaker: window must be 1 to 64"},
 		{"breaker cooldown negative", App{Breaker: &BreakerConfig{Cooldown: -1}}, "breaker: cooldown"},
 		{"request_timeout negative", App{RequestTimeout: -1}, "request_timeout must not be negative"},
+		{"overload_wait negative", App{OverloadWait: -1}, "overload_wait must not be negative"},
 	} {
 		t.Run("JSON with "+tc.name+" is refused", func(t *testing.T) {
 			err := tc.app.Validate()
