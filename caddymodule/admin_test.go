@@ -611,7 +611,7 @@ func startLedger(t *testing.T) *ledgerEnv {
 	adminOK(t, http.MethodPost, "/arcane/accounts", `{"name":"acme","balance":"10"}`, http.StatusCreated, &env.acct)
 	charge := func(rid, key, model string, n int64) billing.Charge {
 		return billing.Charge{RequestID: rid, AccountID: env.acct.ID, KeyID: key, Model: model, Deployment: "dep-" + model,
-			Usage: billing.Usage{PromptTokens: 100 * n, CachedTokens: 50 * (n % 2), CompletionTokens: 10 * n},
+			Usage: billing.Usage{PromptTokens: 100 * n, CachedTokens: 50 * (n % 2), CacheWriteTokens: 30 * (n / 3), CompletionTokens: 10 * n},
 			Basis: "upstream", Outcome: "ok", Cost: billing.Amount(n) * billing.Dollar / 100}
 	}
 	settleCharges(t, path, charge("r1", "key_a", "m1", 1), charge("r2", "key_b", "m1", 2), charge("r3", "key_a", "m2", 3))
@@ -766,6 +766,7 @@ type testUsageReport struct {
 		Requests         int64  `json:"requests"`
 		PromptTokens     int64  `json:"prompt_tokens"`
 		CachedTokens     int64  `json:"cached_tokens"`
+		CacheWriteTokens int64  `json:"cache_write_tokens"`
 		CompletionTokens int64  `json:"completion_tokens"`
 		Cost             string `json:"cost"`
 	} `json:"data"`
@@ -774,11 +775,11 @@ type testUsageReport struct {
 }
 
 // rows formats a usage report's rows as "account model requests prompt
-// cached completion cost" lines.
+// cached cache_write completion cost" lines.
 func (r testUsageReport) rows() []string {
 	var out []string
 	for _, u := range r.Data {
-		out = append(out, fmt.Sprintf("%s %s %d %d %d %d %s", u.AccountID, u.Model, u.Requests, u.PromptTokens, u.CachedTokens, u.CompletionTokens, u.Cost))
+		out = append(out, fmt.Sprintf("%s %s %d %d %d %d %d %s", u.AccountID, u.Model, u.Requests, u.PromptTokens, u.CachedTokens, u.CacheWriteTokens, u.CompletionTokens, u.Cost))
 	}
 	return out
 }
@@ -786,11 +787,12 @@ func (r testUsageReport) rows() []string {
 func TestAdminUsage(t *testing.T) {
 	env := startLedger(t)
 	acct, other := env.acct.ID, env.other.ID
-	// r1, r2 and r5 are m1: prompt 100+200+500, cached 50+0+50,
-	// completion 10+20+50, cost 0.01+0.02+0.05; r3 and r4 are m2.
-	acctM1 := acct + " m1 3 800 100 80 0.080000"
-	acctM2 := acct + " m2 2 700 50 70 0.070000"
-	otherM1 := other + " m1 1 7 0 7 0.500000"
+	// r1, r2 and r5 are m1: prompt 100+200+500, cached 50+0+50, cache
+	// writes 0+0+30, completion 10+20+50, cost 0.01+0.02+0.05; r3 and r4
+	// are m2 (cache writes 30+30).
+	acctM1 := acct + " m1 3 800 100 30 80 0.080000"
+	acctM2 := acct + " m2 2 700 50 60 70 0.070000"
+	otherM1 := other + " m1 1 7 0 0 7 0.500000"
 	sorted := func(rows ...string) []string { slices.Sort(rows); return rows }
 
 	for _, tc := range []struct {
@@ -799,8 +801,8 @@ func TestAdminUsage(t *testing.T) {
 	}{
 		{"every account's charges, by account then model", "", sorted(acctM1, acctM2, otherM1)},
 		{"one account", "?account=" + other, []string{otherM1}},
-		{"since leaves out older charges", "?since=" + url.QueryEscape(env.at("r3")), []string{acct + " m1 1 500 50 50 0.050000", acctM2}},
-		{"until leaves out newer charges", "?account=" + acct + "&until=" + url.QueryEscape(env.at("r3")), []string{acct + " m1 2 300 50 30 0.030000"}},
+		{"since leaves out older charges", "?since=" + url.QueryEscape(env.at("r3")), []string{acct + " m1 1 500 50 30 50 0.050000", acctM2}},
+		{"until leaves out newer charges", "?account=" + acct + "&until=" + url.QueryEscape(env.at("r3")), []string{acct + " m1 2 300 50 0 30 0.030000"}},
 		{"a period as durations", "?since=1h", sorted(acctM1, acctM2, otherM1)},
 		{"a period without charges is empty", "?until=1h", nil},
 	} {
@@ -851,7 +853,7 @@ func TestAdminUsage(t *testing.T) {
 		if len(lines) != 5 {
 			t.Fatalf("want a header, three rows and a total:\n%s", out)
 		}
-		if got := strings.Join(strings.Fields(lines[0]), " "); got != "ACCOUNT MODEL REQUESTS PROMPT CACHED COMPLETION COST" {
+		if got := strings.Join(strings.Fields(lines[0]), " "); got != "ACCOUNT MODEL REQUESTS PROMPT CACHED CACHE_WRITE COMPLETION COST" {
 			t.Errorf("header %q", got)
 		}
 		var rows []string
@@ -861,8 +863,8 @@ func TestAdminUsage(t *testing.T) {
 		if want := sorted(acctM1, acctM2, otherM1); !slices.Equal(rows, want) {
 			t.Errorf("rows\n%s\nwant\n%s", strings.Join(rows, "\n"), strings.Join(want, "\n"))
 		}
-		if got := strings.Join(strings.Fields(lines[4]), " "); got != "TOTAL 6 1507 150 157 0.650000" {
-			t.Errorf("total line %q, want TOTAL 6 1507 150 157 0.650000", got)
+		if got := strings.Join(strings.Fields(lines[4]), " "); got != "TOTAL 6 1507 150 90 157 0.650000" {
+			t.Errorf("total line %q, want TOTAL 6 1507 150 90 157 0.650000", got)
 		}
 	})
 	t.Run("the CLI passes --account, --since and --until", func(t *testing.T) {
@@ -871,7 +873,7 @@ func TestAdminUsage(t *testing.T) {
 			t.Fatalf("caddy arcane usage: %v\n%s", err, out)
 		}
 		lines := strings.Split(strings.TrimSpace(out), "\n")
-		if len(lines) != 4 || strings.Join(strings.Fields(lines[3]), " ") != "TOTAL 3 900 50 90 0.090000" {
+		if len(lines) != 4 || strings.Join(strings.Fields(lines[3]), " ") != "TOTAL 3 900 50 60 90 0.090000" {
 			t.Errorf("want r2 (m1) and r3, r4 (m2):\n%s", out)
 		}
 	})

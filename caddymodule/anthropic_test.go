@@ -1387,6 +1387,14 @@ func TestAnthropicCachedUsageIsBilled(t *testing.T) {
 		spent += wantCost
 		assertFunds(t, env.acct.ID, opening-spent)
 	})
+	t.Run("the token metrics count the cache reads and writes", func(t *testing.T) {
+		s := scrapeMetrics(t)
+		for kind, want := range map[string]int64{"prompt": 4 * u.prompt(), "cached": 4 * u.CacheRead, "cache_write": 4 * u.CacheCreation, "completion": 4 * u.Output} {
+			if got := s.value("caddy_arcane_tokens_total", "model", claudeModel, "kind", kind); got != float64(want) {
+				t.Errorf("caddy_arcane_tokens_total{model=%q,kind=%q} = %v, want %d (four requests)", claudeModel, kind, got, want)
+			}
+		}
+	})
 	assertAudit(t)
 }
 

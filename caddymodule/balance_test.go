@@ -1494,4 +1494,19 @@ func TestBalanceWaitsWhileSettlementsAreBehind(t *testing.T) {
 	if st := store.SettleStats(); st.Backlog != 0 {
 		t.Errorf("backlog %d after the loop caught up, want 0", st.Backlog)
 	}
+	m := scrapeMetrics(t)
+	for _, c := range []struct {
+		name  string
+		pairs []string
+		want  float64
+	}{
+		{"caddy_arcane_rejections_total", []string{"reason", "gateway_overloaded"}, 1},
+		{"caddy_arcane_ledger_throttled_total", nil, 2},
+		{"caddy_arcane_ledger_backlog", nil, 0},
+		{"caddy_arcane_holds_open", nil, 0},
+	} {
+		if got := m.value(c.name, c.pairs...); got != c.want {
+			t.Errorf("%s%v = %v, want %v", c.name, c.pairs, got, c.want)
+		}
+	}
 }

@@ -632,16 +632,17 @@ func (c *cli) printUsage(data []byte) error {
 		return err
 	}
 	var total billing.UsageRow
-	return c.table("ACCOUNT\tMODEL\tREQUESTS\tPROMPT\tCACHED\tCOMPLETION\tCOST", func(w io.Writer) {
+	return c.table("ACCOUNT\tMODEL\tREQUESTS\tPROMPT\tCACHED\tCACHE_WRITE\tCOMPLETION\tCOST", func(w io.Writer) {
 		for _, r := range u.Data {
-			fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%d\t%s\n", r.AccountID, r.Model, r.Requests, r.PromptTokens, r.CachedTokens, r.CompletionTokens, r.Cost)
+			fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\n", r.AccountID, r.Model, r.Requests, r.PromptTokens, r.CachedTokens, r.CacheWriteTokens, r.CompletionTokens, r.Cost)
 			total.Requests += r.Requests
 			total.PromptTokens += r.PromptTokens
 			total.CachedTokens += r.CachedTokens
+			total.CacheWriteTokens += r.CacheWriteTokens
 			total.CompletionTokens += r.CompletionTokens
 			total.Cost += r.Cost
 		}
-		fmt.Fprintf(w, "TOTAL\t\t%d\t%d\t%d\t%d\t%s\n", total.Requests, total.PromptTokens, total.CachedTokens, total.CompletionTokens, total.Cost)
+		fmt.Fprintf(w, "TOTAL\t\t%d\t%d\t%d\t%d\t%d\t%s\n", total.Requests, total.PromptTokens, total.CachedTokens, total.CacheWriteTokens, total.CompletionTokens, total.Cost)
 	})
 }
 

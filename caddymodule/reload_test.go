@@ -1,8 +1,10 @@
 package caddymodule
 
 import (
+	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -209,4 +211,70 @@ func TestFailedReloadKeepsTheAdminAPIWorking(t *testing.T) {
 		t.Errorf("account after the failed load: %+v", got)
 	}
 	adminOK(t, http.MethodPost, "/arcane/accounts/"+acct.ID+"/credit", `{"amount":"1"}`, http.StatusOK, nil)
+}
+
+// dashboardLoginCaddyfile serves only the dashboard, with a log-in budget
+// of two attempts an hour per email.
+func dashboardLoginCaddyfile(storage string) string {
+	return fmt.Sprintf(`{
+	admin localhost:2999
+	http_port 9080
+	https_port 9443
+	grace_period 1ns
+	arcane {
+		storage %q
+	}
+}
+
+http://localhost:9080 {
+	handle /dashboard* {
+		arcane_dashboard {
+			login_limit 2 1h
+			address_limit 1000 1h
+		}
+	}
+}
+`, storage)
+}
+
+// Promise 8 for the dashboard: a reload keeps the log-in budgets, so it
+// gives someone guessing passwords no fresh attempts.
+func TestReloadKeepsDashboardLogInBudgets(t *testing.T) {
+	cfg := dashboardLoginCaddyfile(filepath.Join(t.TempDir(), "arcane.db"))
+	tester := caddytest.NewTester(t)
+	tester.InitServer(cfg, "caddyfile")
+	if t.Failed() {
+		t.FailNow()
+	}
+	// An email no test has used, so its budget is this test's alone.
+	email := fmt.Sprintf("guess-%d@example.com", time.Now().UnixNano())
+	token := strings.Repeat("t", 43) // a double-submit token: the cookie and the field agree
+	login := func() int {
+		t.Helper()
+		form := url.Values{"email": {email}, "password": {"not the password"}, "csrf": {token}}
+		req, err := http.NewRequest(http.MethodPost, siteURL+"/dashboard/login", strings.NewReader(form.Encode()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.AddCookie(&http.Cookie{Name: "arcane_csrf", Value: token})
+		resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+		if err != nil {
+			t.Fatalf("POST /dashboard/login: %v", err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for i := range 2 {
+		if got := login(); got != http.StatusUnauthorized {
+			t.Fatalf("attempt %d: status %d, want 401 (a wrong password within the budget)", i+1, got)
+		}
+	}
+	if got := login(); got != http.StatusTooManyRequests {
+		t.Fatalf("third attempt: status %d, want 429 (the budget is spent)", got)
+	}
+	forceReload(t, cfg)
+	if got := login(); got != http.StatusTooManyRequests {
+		t.Errorf("after a reload: status %d, want 429 (the reload must not restore the budget)", got)
+	}
 }
