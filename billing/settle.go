@@ -91,6 +91,9 @@ type committer struct {
 	reliefMu   sync.Mutex
 	relief     chan struct{}
 	throttled  atomic.Uint64
+	// shut is set when the store starts closing: Admit refuses from
+	// then on.
+	shut atomic.Bool
 	// observe, when set, sees each committed batch (ObserveCommits).
 	observe atomic.Pointer[func(batch int, took time.Duration)]
 }
@@ -131,7 +134,14 @@ func (s *BoltStore) startCommitter() {
 }
 
 // stopCommitter lets queued settlements commit, then stops the loop.
+// From its start every Admit takes the slow path and is refused there,
+// and those waiting wake to the same answer: a closing store admits
+// nothing it could not settle.
 func (s *BoltStore) stopCommitter() {
+	s.gc.reliefMu.Lock()
+	s.gc.shut.Store(true)
+	s.gc.throttling.Store(true)
+	s.gc.reliefMu.Unlock()
 	s.gc.mu.Lock()
 	if !s.gc.closed {
 		s.gc.closed = true
@@ -163,7 +173,7 @@ var ErrBacklog = errors.New("settlements are behind")
 // a backlog collapses instead of recovering). Admit then waits until the
 // backlog is down to backlogLow, for at most wait or until ctx is done (an
 // error wrapping ErrBacklog). Work admitted before goes on and settles as
-// usual.
+// usual. A closed store admits nothing (ErrClosed).
 func (s *BoltStore) Admit(ctx context.Context, wait time.Duration) error {
 	if !s.gc.throttling.Load() && s.gc.backlog.Load() <= backlogHigh {
 		return nil
@@ -173,13 +183,29 @@ func (s *BoltStore) Admit(ctx context.Context, wait time.Duration) error {
 
 func (s *BoltStore) admitSlow(ctx context.Context, wait time.Duration) error {
 	s.gc.reliefMu.Lock()
+	if s.gc.shut.Load() {
+		s.gc.reliefMu.Unlock()
+		return fmt.Errorf("admitting a request: %w", ErrClosed)
+	}
 	if s.gc.relief == nil {
 		if s.gc.backlog.Load() <= backlogHigh {
 			s.gc.reliefMu.Unlock()
 			return nil
 		}
+		testHookBehind()
 		s.gc.relief = make(chan struct{})
 		s.gc.throttling.Store(true)
+		// The commit loop lowers the backlog before it looks at
+		// throttling: if it drained the backlog just before the flag
+		// went up, it saw no one to relieve and may never come back, so
+		// look again now that the flag is up.
+		if s.gc.backlog.Load() <= backlogLow {
+			close(s.gc.relief)
+			s.gc.relief = nil
+			s.gc.throttling.Store(false)
+			s.gc.reliefMu.Unlock()
+			return nil
+		}
 	}
 	relief := s.gc.relief
 	s.gc.reliefMu.Unlock()
@@ -188,6 +214,9 @@ func (s *BoltStore) admitSlow(ctx context.Context, wait time.Duration) error {
 	defer t.Stop()
 	select {
 	case <-relief:
+		if s.gc.shut.Load() {
+			return fmt.Errorf("admitting a request: %w", ErrClosed)
+		}
 		return nil
 	case <-t.C:
 		return fmt.Errorf("%w: %d settlements still wait for the disk after %s", ErrBacklog, s.gc.backlog.Load(), wait)
@@ -196,12 +225,20 @@ func (s *BoltStore) admitSlow(ctx context.Context, wait time.Duration) error {
 	}
 }
 
-// relieve lets every Admit that waits go on.
+// testHookBehind runs when Admit has found the backlog over backlogHigh and
+// no one waiting yet; tests use it to let the commit loop drain the backlog
+// in between.
+var testHookBehind = func() {}
+
+// relieve lets every Admit that waits go on (to ErrClosed, once the
+// store is closing).
 func (s *BoltStore) relieve() {
 	s.gc.reliefMu.Lock()
 	if s.gc.relief != nil {
 		close(s.gc.relief)
 		s.gc.relief = nil
+	}
+	if !s.gc.shut.Load() {
 		s.gc.throttling.Store(false)
 	}
 	s.gc.reliefMu.Unlock()

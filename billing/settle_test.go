@@ -907,22 +907,29 @@ func TestAdmitHoldsBackWhileSettlementsAreBehind(t *testing.T) {
 	if err := s.Admit(context.Background(), time.Nanosecond); !errors.Is(err, ErrBacklog) {
 		t.Fatalf("Admit whose wait ends behind the backlog: %v, want ErrBacklog", err)
 	}
-	admitted := make(chan error, 1)
-	go func() { admitted <- s.Admit(context.Background(), time.Hour) }()
+	// The waiter notes whether the loop had been let go when Admit
+	// returned: an Admit that returns while the loop is stalled fails
+	// the test however the goroutines are scheduled.
+	type admission struct {
+		err      error
+		released bool
+	}
+	var released atomic.Bool
+	admitted := make(chan admission, 1)
+	go func() {
+		err := s.Admit(context.Background(), time.Hour)
+		admitted <- admission{err, released.Load()}
+	}()
 	for s.SettleStats().Throttled < 3 {
 		runtime.Gosched()
 	}
-	select {
-	case err := <-admitted:
-		t.Fatalf("Admit returned %v while the commit loop was stalled behind its backlog", err)
-	default:
-	}
 
+	released.Store(true)
 	release()
 	select {
-	case err := <-admitted:
-		if err != nil {
-			t.Fatalf("Admit once the backlog cleared: %v", err)
+	case a := <-admitted:
+		if a.err != nil || !a.released {
+			t.Fatalf("Admit returned %v, the commit loop let go before: %v; want nil once the backlog cleared, not before", a.err, a.released)
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("Admit still waits after the commit loop caught up")
@@ -937,5 +944,83 @@ func TestAdmitHoldsBackWhileSettlementsAreBehind(t *testing.T) {
 	acct, err := s.Account(a.ID)
 	if err != nil || acct.Balance != 100*Dollar-backlogHigh {
 		t.Fatalf("account after the backlog: %+v, %v; want every queued charge settled", acct, err)
+	}
+}
+
+// A closing store admits nothing: an Admit that waits when Close begins
+// wakes to ErrClosed once the queued settlements have committed, and every
+// later one is refused at once.
+func TestAdmitRefusesOnceTheStoreCloses(t *testing.T) {
+	s, clock, _ := openStallStore(t)
+	a := mustCreateAccount(t, s, "acme", 100*Dollar)
+	release := clock.stall(t, s)
+	var wg sync.WaitGroup
+	for i := range backlogHigh {
+		wg.Go(func() {
+			if _, err := s.Settle(testCharge(a.ID, fmt.Sprintf("req_%d", i), 1)); err != nil {
+				t.Errorf("settling before the close: %v", err)
+			}
+		})
+	}
+	waitQueued(s, backlogHigh)
+	admitted := make(chan error, 1)
+	go func() { admitted <- s.Admit(context.Background(), time.Hour) }()
+	for s.SettleStats().Throttled < 1 {
+		runtime.Gosched()
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close() }()
+	for deadline := time.Now().Add(10 * time.Second); !s.gc.shut.Load(); runtime.Gosched() {
+		if time.Now().After(deadline) {
+			t.Fatal("Close did not start refusing admissions while settlements were still queued")
+		}
+	}
+	release()
+	if err := <-admitted; !errors.Is(err, ErrClosed) {
+		t.Errorf("Admit waiting when the store closed: %v, want ErrClosed", err)
+	}
+	if err := <-closed; err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	wg.Wait()
+	if err := s.Admit(context.Background(), time.Hour); !errors.Is(err, ErrClosed) {
+		t.Errorf("Admit after Close: %v, want ErrClosed", err)
+	}
+}
+
+// Admit and the commit loop race at the thresholds: an Admit reads a
+// backlog over backlogHigh, then the loop drains it to nothing and, seeing
+// no one throttled yet, relieves no one. The Admit must see that and pass,
+// not wait for a batch that will never come (and leave every later Admit
+// waiting too).
+func TestAdmitIsNotLeftThrottledWithNothingQueued(t *testing.T) {
+	s, clock, _ := openStallStore(t)
+	a := mustCreateAccount(t, s, "acme", 100*Dollar)
+	release := clock.stall(t, s)
+	var wg sync.WaitGroup
+	for i := range backlogHigh {
+		wg.Go(func() {
+			if _, err := s.Settle(testCharge(a.ID, fmt.Sprintf("req_%d", i), 1)); err != nil {
+				t.Errorf("settling: %v", err)
+			}
+		})
+	}
+	waitQueued(s, backlogHigh)
+	testHookBehind = func() {
+		release()
+		wg.Wait()
+		for s.SettleStats().Backlog != 0 {
+			runtime.Gosched()
+		}
+	}
+	t.Cleanup(func() { testHookBehind = func() {} })
+	if err := s.Admit(context.Background(), time.Second); err != nil {
+		t.Fatalf("Admit whose backlog drained while it looked: %v, want nil", err)
+	}
+	testHookBehind = func() {}
+	canceled, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := s.Admit(canceled, time.Hour); err != nil {
+		t.Fatalf("Admit with nothing queued: %v, want nil at once (throttling left on)", err)
 	}
 }

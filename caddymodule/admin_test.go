@@ -935,7 +935,7 @@ func TestAdminRequest(t *testing.T) {
 		}
 		for name, value := range map[string]string{
 			"request": "r4", "account": env.acct.ID, "seq": fmt.Sprint(want.Seq), "kind": "charge", "amount": "-0.040000",
-			"model": "m2", "key": "key_b", "tokens": "400 in, 40 out", "deployment": "dep-m2", "outcome": "ok",
+			"model": "m2", "key": "key_b", "tokens": "400 in (0 cached, 30 written), 40 out", "deployment": "dep-m2", "outcome": "ok",
 		} {
 			if fields[name] != value {
 				t.Errorf("%s is %q, want %q:\n%s", name, fields[name], value, out)

@@ -93,12 +93,22 @@ func (h *Balance) hold(w http.ResponseWriter, r *http.Request) *call {
 		return nil
 	}
 	if err := h.app.db.store.Admit(r.Context(), h.app.overloadWait); err != nil {
-		// Settlement is behind (billing.BoltStore.Admit): the request
-		// waited and goes no further, having reserved nothing.
-		h.logger.Warn("refusing request: settlements are behind", zap.String("request_id", c.ID), zap.Error(err))
-		h.app.metrics.reject("gateway_overloaded")
-		w.Header().Set("Retry-After", "1")
-		c.refuse(w, r, errOverloaded, "gateway_overloaded")
+		// Settlement is behind (billing.BoltStore.Admit), or the store
+		// is closing: the request goes no further, having reserved no
+		// money, and costs its key no request.
+		c.Uncharged = true
+		switch {
+		case errors.Is(err, billing.ErrClosed):
+			h.logger.Error("refusing request: the store is closed", zap.String("request_id", c.ID), zap.Error(err))
+			c.refuse(w, r, errServer, "gateway_error")
+		case r.Context().Err() != nil:
+			c.Status, c.Outcome = 499, "client_closed"
+		default:
+			h.logger.Warn("refusing request: settlements are behind", zap.String("request_id", c.ID), zap.Error(err))
+			h.app.metrics.reject("gateway_overloaded")
+			w.Header().Set("Retry-After", "1")
+			c.refuse(w, r, errOverloaded, "gateway_overloaded")
+		}
 		return nil
 	}
 	c.Price = h.app.prices[c.Model.ID]

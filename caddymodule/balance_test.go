@@ -1399,10 +1399,11 @@ func TestWorstCaseBoundsImagesByURL(t *testing.T) {
 // Settlements behind the disk: with more than 1,024 waiting for a stalled
 // commit loop, a chat request waits at admission for overload_wait and is
 // refused with 503 gateway_overloaded, having held nothing, charged
-// nothing and reached no upstream. A request that is waiting when the loop
-// catches up goes through and is charged.
+// nothing, reached no upstream and spent none of its key's requests per
+// minute. A request that is waiting when the loop catches up goes through
+// and is charged.
 func TestBalanceWaitsWhileSettlementsAreBehind(t *testing.T) {
-	env := startChat(t, chatOptions{balance: true, arcaneExtra: "overload_wait 300ms"})
+	env := startChat(t, chatOptions{balance: true, arcaneExtra: "overload_wait 2s", limit: "requests 2 1m"})
 	const opening = 5 * billing.Dollar
 	creditAccount(t, env.acct.ID, opening.String())
 	store := activeApp(t).db.store
@@ -1490,6 +1491,12 @@ func TestBalanceWaitsWhileSettlementsAreBehind(t *testing.T) {
 		t.Errorf("charged %s, want %s", row.cost(t), cost)
 	}
 	assertFunds(t, env.acct.ID, opening-cost)
+	// The key may make two requests a minute: the refused one did not
+	// count, so this second counted one still goes through.
+	if again := settledChat(t, http.MethodPost, env.key.Key, chatBody(publicModel, "")); again.Status != http.StatusOK {
+		t.Errorf("the key's second counted request: status %d, want 200 (the refused one spent a request); body %s", again.Status, again.Body)
+	}
+	assertFunds(t, env.acct.ID, opening-2*cost)
 	wg.Wait()
 	if st := store.SettleStats(); st.Backlog != 0 {
 		t.Errorf("backlog %d after the loop caught up, want 0", st.Backlog)

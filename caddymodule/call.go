@@ -53,10 +53,14 @@ type call struct {
 
 	// Status and Outcome say how a chat completion was answered, for the
 	// metrics: the HTTP status, and ok, client_closed, upstream_error,
-	// invalid_request, rate_limited, insufficient_balance or
-	// gateway_error. Status stays 0 for other requests.
+	// invalid_request, rate_limited, insufficient_balance,
+	// gateway_overloaded or gateway_error. Status stays 0 for other
+	// requests.
 	Status  int
 	Outcome string
+	// Uncharged is set when the gateway turned the request away for its
+	// own reasons (settlements behind): it costs the key no request.
+	Uncharged bool
 
 	// reserved is what arcane_limit took from each budget, kept here
 	// (not on the handler's stack) until it corrects them.

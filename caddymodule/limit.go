@@ -259,8 +259,9 @@ func (h *Limit) correct(c *call) {
 		case !b.lim.Valid():
 		case b.tokens && used != b.n:
 			b.store.Adjust(b.id, b.lim, used-b.n)
-		case !b.tokens && x != nil && x.Refused:
-			// Bad input costs no request either.
+		case !b.tokens && (c.Uncharged || x != nil && x.Refused):
+			// Bad input costs no request either, nor a request the
+			// gateway turned away for its own reasons.
 			b.store.Adjust(b.id, b.lim, -b.n)
 		}
 	}

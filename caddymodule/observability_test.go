@@ -739,7 +739,7 @@ func TestObservabilityMetricsByOutcome(t *testing.T) {
 var obsLabels = map[string][]string{
 	"model":      nil,
 	"deployment": nil,
-	"outcome":    {"ok", "client_closed", "upstream_error", "invalid_request", "rate_limited", "insufficient_balance", "gateway_error"},
+	"outcome":    {"ok", "client_closed", "upstream_error", "invalid_request", "rate_limited", "insufficient_balance", "gateway_overloaded", "gateway_error"},
 	"code":       nil,
 	"kind":       {"prompt", "cached", "cache_write", "completion", "reasoning"},
 	"result":     {"ok", "failed", "client_closed"},
