@@ -1,6 +1,7 @@
 package billing
 
 import (
+	"cmp"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -29,19 +32,28 @@ import (
 //     would have without the journal; a write holds the journal's lock
 //     to its end, so no settlement slips between a read of a balance
 //     and the write that depends on it;
-//   - the commit loop applies it when it holds applyMax rows, when the
-//     oldest is applyAfter old, when the next batch would not fit in
-//     journalSize, and when the store closes;
-//   - OpenBolt applies whatever a crash left in it before anything else.
+//   - the file is two halves, and batches go to one of them. When that
+//     half holds applyMax rows, or its oldest is applyAfter old, the
+//     commit loop hands its rows to a goroutine that applies them to bbolt
+//     and goes on in the other half, so no settlement waits for bbolt
+//     (under load a bbolt commit is a dozen trips through the scheduler,
+//     each behind every runnable goroutine). It switches halves only once
+//     the other half's rows are in bbolt. Every other operation, a batch
+//     that does not fit in what is left of its half, and closing the
+//     store apply everything in place instead (waiting for the goroutine
+//     first) and start the current half over;
+//   - OpenBolt applies whatever a crash left in either half before
+//     anything else.
 //
 // Applying is idempotent: a row whose sequence number its account's
 // ledger already has is skipped, so a crash between bbolt's commit and the
-// journal's reuse replays nothing twice. After an apply the next batch is
-// written from the start of the file again; the rows it overwrites were
-// applied, and older rows found after the last new one at the next open are
-// skipped the same way. The file is written with zeros when it is created,
-// so a write into it changes no file metadata and needs no journal commit of
-// the file system.
+// journal's reuse replays nothing twice. A half is written from its start
+// again only once its rows were applied, and older rows found after the
+// last new one at the next open are skipped the same way. The file is
+// written with zeros when it is created, so a write into it changes no
+// file metadata and needs no journal commit of the file system. (A journal
+// written before the halves existed is one chain from the start of the
+// file, which reading the first half's chain reads whole.)
 //
 // A record is its payload's length (4 bytes, little endian), a CRC-32C
 // (4 bytes) and the payload: the ledger row as JSON, exactly as it is
@@ -60,6 +72,7 @@ import (
 const (
 	journalSuffix     = ".journal"
 	journalSize       = 4 << 20 // bytes written with zeros at creation
+	journalHalf       = journalSize / 2
 	journalHeaderSize = 8
 	journalAlign      = 4 << 10 // where batches start
 	maxJournalRecord  = 1 << 20 // far above any ledger row; a larger one is refused
@@ -82,6 +95,7 @@ func chainCRC(prev uint32, length, payload []byte) uint32 {
 type journal struct {
 	f    *os.File
 	sync bool   // write with O_DSYNC, or Sync after each write where there is none
+	cur  int64  // the half batches go to: 0 or 1
 	off  int64  // where the next batch goes: a multiple of journalAlign
 	crc  uint32 // the chain's value after the last record written
 	buf  []byte
@@ -89,13 +103,19 @@ type journal struct {
 	// so did clearing what it may have left.
 	failed error
 
-	// rows are the journaled rows not yet in bbolt, in the order they
-	// were written; requests indexes them by request id, accounts holds
-	// each touched account's balance and last sequence number after
-	// them.
-	rows     []Entry
-	requests map[string]int
-	accounts map[string]journalAccount
+	// rows are the current half's rows, in the order they were written;
+	// applying the other half's, while a goroutine applies them to bbolt
+	// (nil when none does), applyDone closed when it has returned, with
+	// applyErr its error. requests indexes both by request id; accounts
+	// holds each touched account's balance and last sequence number
+	// after them. spare is a rows slice to reuse.
+	rows      []Entry
+	applying  []Entry
+	applyDone chan struct{}
+	applyErr  error
+	spare     []Entry
+	requests  map[string]Entry
+	accounts  map[string]journalAccount
 
 	// The batch being written, the same three over it: kept here so a
 	// batch allocates nothing.
@@ -110,11 +130,15 @@ func (j *journal) settled(requestID string, staged []*settlement) (Entry, bool) 
 	if i, ok := j.stagedRequests[requestID]; ok {
 		return staged[i].entry, true
 	}
-	if i, ok := j.requests[requestID]; ok {
-		return j.rows[i], true
+	if e, ok := j.requests[requestID]; ok {
+		return e, true
 	}
 	return Entry{}, false
 }
+
+// base and end bound the current half.
+func (j *journal) base() int64 { return j.cur * journalHalf }
+func (j *journal) end() int64  { return j.base() + journalHalf }
 
 // account returns an account's balance and last sequence number as the
 // journal and the batch being written leave them; false when neither
@@ -149,7 +173,7 @@ func openJournal(dbPath string, sync bool) (*journal, error) {
 		return nil, fmt.Errorf("opening settlement journal: %w", err)
 	}
 	return &journal{f: f, sync: sync,
-		requests: make(map[string]int), accounts: make(map[string]journalAccount),
+		requests: make(map[string]Entry), accounts: make(map[string]journalAccount),
 		stagedRequests: make(map[string]int), stagedAccounts: make(map[string]journalAccount)}, nil
 }
 
@@ -257,10 +281,10 @@ func recordAt(data []byte, pos int64, prev uint32) (n int64, crc uint32, ok bool
 	return n, crc, crc == binary.LittleEndian.Uint32(data[pos+4:])
 }
 
-// fits reports whether a batch of records fits in the journal after what
-// it holds.
+// fits reports whether a batch of records fits in the current half after
+// what it holds.
 func (j *journal) fits(records []byte) bool {
-	return j.off+alignUp(int64(len(records))) <= journalSize
+	return j.off+alignUp(int64(len(records))) <= j.end()
 }
 
 // write seals a batch of records, pads it to the next boundary and puts it
@@ -347,10 +371,15 @@ func applyRows(tx *bolt.Tx, rows []Entry) error {
 	return nil
 }
 
-// applyLocked moves the journaled rows into bbolt with one durable commit
-// and starts the journal over. The caller holds s.jmu.
+// applyLocked moves every journaled row into bbolt: it waits for the
+// other half's apply (see rotateLocked), then applies the current half's
+// rows with one durable commit and starts that half over. The caller
+// holds s.jmu.
 func (s *BoltStore) applyLocked() error {
 	j := s.journal
+	if _, err := s.reapLocked(true); err != nil {
+		return err
+	}
 	if len(j.rows) == 0 {
 		return nil
 	}
@@ -361,9 +390,71 @@ func (s *BoltStore) applyLocked() error {
 	j.rows = j.rows[:0]
 	clear(j.requests)
 	clear(j.accounts)
-	j.off, j.crc = 0, 0
+	j.off, j.crc = j.base(), 0
 	s.gc.applies.Add(1)
 	return nil
+}
+
+// rotateLocked hands the current half's rows to a goroutine that applies
+// them to bbolt, and starts the other half: batches go on while bbolt
+// commits. The caller holds s.jmu, has reaped the last apply (nothing is
+// applying) and checked that the current half did not overflow into the
+// other (a batch larger than a half is written past its end).
+func (s *BoltStore) rotateLocked() {
+	j := s.journal
+	rows, done := j.rows, make(chan struct{})
+	j.rows, j.spare = j.spare[:0], nil
+	j.applying, j.applyDone = rows, done
+	j.cur ^= 1
+	j.off, j.crc = j.base(), 0
+	go func() {
+		// Written before done is closed, read after it is: no lock.
+		j.applyErr = s.db.Update(func(tx *bolt.Tx) error { return applyRows(tx, rows) })
+		if j.applyErr == nil {
+			s.gc.applies.Add(1)
+		}
+		close(done)
+	}()
+}
+
+// reapLocked finishes the other half's apply: with wait, once it has
+// returned; without, only if it has (false if it has not). A failed one
+// is tried again here, in place. The rows it applied leave requests and
+// accounts (unless a later row of the same account is journaled), and
+// the other half is free again. The caller holds s.jmu.
+func (s *BoltStore) reapLocked(wait bool) (bool, error) {
+	j := s.journal
+	if j.applying == nil {
+		return true, nil
+	}
+	if wait {
+		<-j.applyDone
+	} else {
+		select {
+		case <-j.applyDone:
+		default:
+			return false, nil
+		}
+	}
+	if j.applyErr != nil {
+		if err := s.db.Update(func(tx *bolt.Tx) error { return applyRows(tx, j.applying) }); err != nil {
+			return false, fmt.Errorf("applying %d journaled settlements to the ledger: %w", len(j.applying), err)
+		}
+		j.applyErr = nil
+		s.gc.applies.Add(1)
+	}
+	for i := range j.applying {
+		e := &j.applying[i]
+		if r, ok := j.requests[e.RequestID]; ok && r.AccountID == e.AccountID && r.Seq == e.Seq {
+			delete(j.requests, e.RequestID)
+		}
+		if a, ok := j.accounts[e.AccountID]; ok && a.seq == e.Seq {
+			delete(j.accounts, e.AccountID)
+		}
+	}
+	clear(j.applying)
+	j.spare, j.applying, j.applyDone = j.applying[:0], nil, nil
+	return true, nil
 }
 
 // recoverJournal applies what the journal holds (rows a crash left
@@ -377,6 +468,17 @@ func (s *BoltStore) recoverJournal() error {
 	rows, err := readRecords(data)
 	if err != nil {
 		return err
+	}
+	if int64(len(data)) > journalHalf {
+		more, err := readRecords(data[journalHalf:])
+		if err != nil {
+			return err
+		}
+		rows = append(rows, more...)
+		// Either half may hold the older rows: each account's in order.
+		slices.SortStableFunc(rows, func(a, b Entry) int {
+			return cmp.Or(strings.Compare(a.AccountID, b.AccountID), cmp.Compare(a.Seq, b.Seq))
+		})
 	}
 	if err := s.db.Update(func(tx *bolt.Tx) error { return applyRows(tx, rows) }); err != nil {
 		return fmt.Errorf("replaying the settlement journal: %w", err)

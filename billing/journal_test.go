@@ -405,3 +405,109 @@ func TestARowTooLargeForTheJournalFailsAlone(t *testing.T) {
 	}
 	checkBooks(t, s, acct.ID, 10*Dollar-1000, 2)
 }
+
+// copyStore copies a store's two files to a fresh folder, as a crash would
+// leave them at this moment, and returns the copy's database path.
+func copyStore(t *testing.T, path string) string {
+	t.Helper()
+	dst := filepath.Join(t.TempDir(), "billing.db")
+	for _, suffix := range []string{"", journalSuffix} {
+		data, err := os.ReadFile(path + suffix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(dst+suffix, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dst
+}
+
+// The commit loop hands a full half to a goroutine that applies it to
+// bbolt, and goes on in the other half: settlements keep completing while
+// that bbolt commit cannot even start. A crash then leaves unapplied rows
+// in both halves, the newer in the first half (the journal went round
+// once): the replay applies both, each account's rows in order.
+func TestJournalSettlesWhileTheOtherHalfIsApplied(t *testing.T) {
+	s, path, clock, acct := newJournalTest(t)
+	rotate := func() {
+		t.Helper()
+		if !s.applyJournal() {
+			t.Fatal("applyJournal found nothing to hand over")
+		}
+	}
+	reap := func() {
+		t.Helper()
+		s.jmu.Lock()
+		defer s.jmu.Unlock()
+		if _, err := s.reapLocked(true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustSettle(t, s, testCharge(acct.ID, "a1", 100))
+	mustSettle(t, s, testCharge(acct.ID, "a2", 100))
+	rotate() // a1, a2 go to bbolt from the first half
+	reap()
+	var n int
+	if err := s.db.View(func(tx *bolt.Tx) error {
+		n = tx.Bucket(bucketLedger).Bucket([]byte(acct.ID)).Stats().KeyN
+		return nil
+	}); err != nil || n != 3 {
+		t.Fatalf("bbolt has %d rows after the first half's apply (%v), want 3", n, err)
+	}
+	mustSettle(t, s, testCharge(acct.ID, "b1", 100))
+	mustSettle(t, s, testCharge(acct.ID, "b2", 100))
+	// A write transaction held open keeps the second half's apply from
+	// committing: it waits for bbolt's writer lock.
+	tx, err := s.db.Begin(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rotate() // b1, b2: stuck behind tx
+	settled := make(chan error, 1)
+	go func() {
+		_, err := s.Settle(testCharge(acct.ID, "c1", 100))
+		if err == nil {
+			_, err = s.Settle(testCharge(acct.ID, "c2", 100))
+		}
+		settled <- err
+	}()
+	select {
+	case err := <-settled:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("settlements waited for the other half's bbolt commit")
+	}
+	if st := s.SettleStats(); st.Applies != 1 {
+		t.Fatalf("%d applies, want 1 (the second is stuck)", st.Applies)
+	}
+	dup, err := s.Settle(testCharge(acct.ID, "b1", 999))
+	if !errors.Is(err, ErrSettled) || dup.RequestID != "b1" || dup.Seq != 4 {
+		t.Fatalf("settling b1 again while its row is being applied: %+v, %v; want its row and ErrSettled", dup, err)
+	}
+	image := copyStore(t, path) // bbolt: a1, a2; halves: c1, c2 | b1, b2
+	if err := tx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	checkBooks(t, s, acct.ID, 10*Dollar-600, 7)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	if n := boltRows(t, image, acct.ID); n != 3 {
+		t.Fatalf("the crash image's bbolt has %d rows, want 3 (credit, a1, a2)", n)
+	}
+	s = openJournalStore(t, image, clock)
+	defer s.Close()
+	checkBooks(t, s, acct.ID, 10*Dollar-600, 7)
+	rows := replayLedger(t, s, acct.ID)
+	var ids []string
+	for _, e := range rows[1:] {
+		ids = append(ids, e.RequestID)
+	}
+	if got := strings.Join(ids, " "); got != "a1 a2 b1 b2 c1 c2" {
+		t.Errorf("ledger after the replay: %s, want a1 a2 b1 b2 c1 c2", got)
+	}
+}

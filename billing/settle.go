@@ -268,7 +268,10 @@ func (s *BoltStore) commitLoop() {
 			first = st
 		case <-apply.C:
 			armed = false
-			s.applyJournal()
+			if s.applyJournal() {
+				apply.Reset(s.applyAfter)
+				armed = true
+			}
 			continue
 		}
 		batch = append(batch[:0], first)
@@ -310,23 +313,42 @@ func (s *BoltStore) commitLoop() {
 		if s.gc.backlog.Add(-int64(len(batch))) <= backlogLow && s.gc.throttling.Load() {
 			s.relieve()
 		}
-		switch {
-		case pending >= applyMax:
+		if pending >= applyMax {
 			s.applyJournal()
-		case pending > 0 && !armed:
+		}
+		if !armed {
+			// Rows wait, or an apply runs whose end is to be reaped.
 			apply.Reset(s.applyAfter)
 			armed = true
 		}
 	}
 }
 
-// applyJournal applies the journal for the commit loop. An error is not
-// lost: the rows stay journaled and the next operation that applies them
-// (every other one of the store does) returns it.
-func (s *BoltStore) applyJournal() {
+// applyJournal moves the current half's rows toward bbolt for the commit
+// loop: it hands them to a goroutine and switches halves (rotateLocked)
+// once the last such goroutine is done; a half that overflowed is applied
+// in place. It reports whether anything is left to do: rows that wait, or
+// an apply still running. An error is not lost: the rows stay journaled
+// and the next operation that applies them (every other one of the store
+// does) returns it.
+func (s *BoltStore) applyJournal() (more bool) {
 	s.jmu.Lock()
-	_ = s.applyLocked()
-	s.jmu.Unlock()
+	defer s.jmu.Unlock()
+	j := s.journal
+	done, err := s.reapLocked(false)
+	switch {
+	case err != nil:
+		return true
+	case !done:
+		return true
+	case len(j.rows) == 0:
+		return false
+	case j.off > j.end():
+		_ = s.applyLocked()
+		return len(j.rows) > 0
+	}
+	s.rotateLocked()
+	return true
 }
 
 // Settle records a charge: it debits the account and appends a ledger row
@@ -431,8 +453,11 @@ func (s *BoltStore) commitBatch(batch []*settlement) int {
 	})
 	j.staged = staged
 	if err == nil && len(staged) > 0 {
-		if j.off > 0 && !j.fits(buf) {
-			err = s.applyLocked() // the journal starts over
+		if !j.fits(buf) && (j.off > j.base() || j.applying != nil) {
+			// Everything goes to bbolt and the half starts over. A batch
+			// larger than a half is then written past its end, into the
+			// other half, which holds nothing unapplied now.
+			err = s.applyLocked()
 		}
 		if err == nil {
 			buf, err = j.write(buf)
@@ -446,7 +471,7 @@ func (s *BoltStore) commitBatch(batch []*settlement) int {
 		}
 	} else {
 		for _, st := range staged {
-			j.requests[st.charge.RequestID] = len(j.rows)
+			j.requests[st.charge.RequestID] = st.entry
 			j.rows = append(j.rows, st.entry)
 		}
 		for id, a := range j.stagedAccounts {
