@@ -278,14 +278,19 @@ func TestEveryOperationSeesJournaledSettlements(t *testing.T) {
 func TestJournalAppliesWhenFull(t *testing.T) {
 	s, path, clock, acct := newJournalTest(t)
 	mustSettle(t, s, testCharge(acct.ID, "req_1", 1000))
-	// As if the journal had filled up: the next batch does not fit, so
-	// the rows before it go to bbolt and the batch starts the file over.
+	// As if the first half had filled up: the next batch does not fit, so
+	// the rows before it are handed to bbolt and the batch goes to the
+	// other half.
 	s.jmu.Lock()
-	s.journal.off = journalSize - 10
+	s.journal.off = s.journal.end() - 10
 	s.jmu.Unlock()
 	mustSettle(t, s, testCharge(acct.ID, "req_2", 1000))
-	if st := s.SettleStats(); st.Applies != 1 {
-		t.Fatalf("%d applies, want 1", st.Applies)
+	s.jmu.Lock()
+	_, err := s.reapLocked(true)
+	cur := s.journal.cur
+	s.jmu.Unlock()
+	if st := s.SettleStats(); err != nil || st.Applies != 1 || cur != 1 {
+		t.Fatalf("%d applies (%v), writing to half %d; want 1 and the second half", st.Applies, err, cur)
 	}
 	crash(t, s)
 	if n := boltRows(t, path, acct.ID); n != 2 {
@@ -510,4 +515,53 @@ func TestJournalSettlesWhileTheOtherHalfIsApplied(t *testing.T) {
 	if got := strings.Join(ids, " "); got != "a1 a2 b1 b2 c1 c2" {
 		t.Errorf("ledger after the replay: %s, want a1 a2 b1 b2 c1 c2", got)
 	}
+}
+
+// A half that fills while the other is still being applied cannot be
+// handed over: the batch waits for that apply, the current half is
+// applied in place, and the batch starts it over. Nothing is lost or
+// written twice.
+func TestJournalFullWhileTheOtherHalfIsApplied(t *testing.T) {
+	s, path, clock, acct := newJournalTest(t)
+	mustSettle(t, s, testCharge(acct.ID, "a1", 100))
+	tx, err := s.db.Begin(true) // the first half's apply cannot commit
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.applyJournal() {
+		t.Fatal("applyJournal found nothing to hand over")
+	}
+	mustSettle(t, s, testCharge(acct.ID, "b1", 100))
+	s.jmu.Lock()
+	s.journal.off = s.journal.end() - 10 // the second half is full
+	s.jmu.Unlock()
+	settled := make(chan error, 1)
+	go func() {
+		_, err := s.Settle(testCharge(acct.ID, "b2", 100))
+		settled <- err
+	}()
+	select {
+	case err := <-settled:
+		t.Fatalf("b2 settled (%v) while the half it needed could not be applied", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	if err := tx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-settled; err != nil {
+		t.Fatal(err)
+	}
+	s.jmu.Lock()
+	cur, off := s.journal.cur, s.journal.off
+	s.jmu.Unlock()
+	if cur != 1 || off != journalHalf+journalAlign {
+		t.Fatalf("writing to half %d at %d, want the second half started over with b2 (%d)", cur, off, journalHalf+journalAlign)
+	}
+	crash(t, s)
+	if n := boltRows(t, path, acct.ID); n != 3 {
+		t.Fatalf("bbolt has %d rows, want the credit, a1 and b1", n)
+	}
+	s = openJournalStore(t, path, clock)
+	defer s.Close()
+	checkBooks(t, s, acct.ID, 10*Dollar-300, 4)
 }

@@ -383,7 +383,8 @@ func (s *BoltStore) Settle(c Charge) (Entry, error) {
 // rows to the journal in one write. A charge that cannot apply (unknown
 // account, a repeated request id, an overflow) fails alone; a failing write
 // fails them all, and nothing of the batch is kept. It returns how many
-// journaled rows bbolt does not have yet.
+// journaled rows of the current half bbolt does not have yet (applyMax or
+// more once half the half's bytes are used: time to hand it over).
 func (s *BoltStore) commitBatch(batch []*settlement) int {
 	s.jmu.Lock()
 	defer s.jmu.Unlock()
@@ -453,10 +454,18 @@ func (s *BoltStore) commitBatch(batch []*settlement) int {
 	})
 	j.staged = staged
 	if err == nil && len(staged) > 0 {
+		if !j.fits(buf) && len(j.rows) > 0 && j.off <= j.end() {
+			// The half is full: hand it over and go on in the other one,
+			// if that one's rows are in bbolt by now.
+			if done, rerr := s.reapLocked(false); rerr == nil && done {
+				s.rotateLocked()
+			}
+		}
 		if !j.fits(buf) && (j.off > j.base() || j.applying != nil) {
-			// Everything goes to bbolt and the half starts over. A batch
-			// larger than a half is then written past its end, into the
-			// other half, which holds nothing unapplied now.
+			// The other half is still being applied (or failed to be):
+			// everything goes to bbolt here, and the half starts over. A
+			// batch larger than a half is then written past its end,
+			// into the other half, which holds nothing unapplied now.
 			err = s.applyLocked()
 		}
 		if err == nil {
@@ -479,6 +488,11 @@ func (s *BoltStore) commitBatch(batch []*settlement) int {
 		}
 	}
 	clear(staged)
+	if j.off-j.base() >= journalHalf/2 {
+		// Batches of a row or two take a block each: hand the half over
+		// by its bytes too, well before it fills.
+		return max(len(j.rows), applyMax)
+	}
 	return len(j.rows)
 }
 
