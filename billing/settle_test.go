@@ -873,6 +873,25 @@ func TestObserveCommitsSeesEveryBatch(t *testing.T) {
 	}
 }
 
+// fillBacklog stalls the commit loop on a plug charge and queues
+// backlogHigh charges of 1 for accountID behind it: a backlog of
+// backlogHigh+1. It returns the function that lets the loop go on and the
+// settling goroutines to wait for.
+func fillBacklog(t *testing.T, s *BoltStore, clock *stallClock, accountID string) (release func(), wg *sync.WaitGroup) {
+	t.Helper()
+	release = clock.stall(t, s)
+	wg = new(sync.WaitGroup)
+	for i := range backlogHigh {
+		wg.Go(func() {
+			if _, err := s.Settle(testCharge(accountID, fmt.Sprintf("req_%d", i), 1)); err != nil {
+				t.Errorf("settling behind the stalled loop: %v", err)
+			}
+		})
+	}
+	waitQueued(s, backlogHigh)
+	return release, wg
+}
+
 // TestAdmitHoldsBackWhileSettlementsAreBehind stalls the commit loop, lets
 // more than backlogHigh settlements queue behind it, and checks that Admit
 // then holds new work back (until its wait or its context ends, with
@@ -886,16 +905,7 @@ func TestAdmitHoldsBackWhileSettlementsAreBehind(t *testing.T) {
 		t.Fatalf("Admit with no backlog: %v, want nil at once", err)
 	}
 
-	release := clock.stall(t, s)
-	var wg sync.WaitGroup
-	for i := range backlogHigh {
-		wg.Go(func() {
-			if _, err := s.Settle(testCharge(a.ID, fmt.Sprintf("req_%d", i), 1)); err != nil {
-				t.Errorf("settling behind the backlog: %v", err)
-			}
-		})
-	}
-	waitQueued(s, backlogHigh)
+	release, wg := fillBacklog(t, s, clock, a.ID)
 	if got := s.SettleStats().Backlog; got != backlogHigh+1 {
 		t.Fatalf("backlog %d, want %d (the plug and the queue)", got, backlogHigh+1)
 	}
@@ -953,16 +963,7 @@ func TestAdmitHoldsBackWhileSettlementsAreBehind(t *testing.T) {
 func TestAdmitRefusesOnceTheStoreCloses(t *testing.T) {
 	s, clock, _ := openStallStore(t)
 	a := mustCreateAccount(t, s, "acme", 100*Dollar)
-	release := clock.stall(t, s)
-	var wg sync.WaitGroup
-	for i := range backlogHigh {
-		wg.Go(func() {
-			if _, err := s.Settle(testCharge(a.ID, fmt.Sprintf("req_%d", i), 1)); err != nil {
-				t.Errorf("settling before the close: %v", err)
-			}
-		})
-	}
-	waitQueued(s, backlogHigh)
+	release, wg := fillBacklog(t, s, clock, a.ID)
 	admitted := make(chan error, 1)
 	go func() { admitted <- s.Admit(context.Background(), time.Hour) }()
 	for s.SettleStats().Throttled < 1 {
@@ -996,16 +997,7 @@ func TestAdmitRefusesOnceTheStoreCloses(t *testing.T) {
 func TestAdmitIsNotLeftThrottledWithNothingQueued(t *testing.T) {
 	s, clock, _ := openStallStore(t)
 	a := mustCreateAccount(t, s, "acme", 100*Dollar)
-	release := clock.stall(t, s)
-	var wg sync.WaitGroup
-	for i := range backlogHigh {
-		wg.Go(func() {
-			if _, err := s.Settle(testCharge(a.ID, fmt.Sprintf("req_%d", i), 1)); err != nil {
-				t.Errorf("settling: %v", err)
-			}
-		})
-	}
-	waitQueued(s, backlogHigh)
+	release, wg := fillBacklog(t, s, clock, a.ID)
 	testHookBehind = func() {
 		release()
 		wg.Wait()

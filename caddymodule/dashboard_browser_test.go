@@ -60,17 +60,7 @@ const dashboardArcane = `provider mock-anthropic {
 // behind arcane_auth, arcane_limit and arcane_balance, and the dashboard at
 // /dashboard with open sign-up and a starting balance.
 func dashboardCaddyfile(storage, upstreamURL string) string {
-	return fmt.Sprintf(`{
-	admin localhost:2999
-	http_port 9080
-	https_port 9443
-	grace_period 1ns
-	arcane {
-		storage %q
-		%s
-	}
-}
-
+	return testGlobals(storage, chatArcane(upstreamURL+"/v1", dashboardArcane)) + fmt.Sprintf(`
 http://localhost:9080 {
 	handle /v1/* {
 		route {
@@ -99,7 +89,7 @@ http://localhost:9080 {
 		}
 	}
 }
-`, storage, chatArcane(upstreamURL+"/v1", dashboardArcane), browserStartingBalance)
+`, browserStartingBalance)
 }
 
 // browserTools finds node, the script's npm packages and chromium, and

@@ -36,17 +36,7 @@ const (
 // shows what the handlers after arcane_auth see. arcaneExtra is added to
 // the arcane block and siteExtra to the /v1/* route.
 func testCaddyfile(storage, arcaneExtra, siteExtra string) string {
-	return fmt.Sprintf(`{
-	admin localhost:2999
-	http_port 9080
-	https_port 9443
-	grace_period 1ns
-	arcane {
-		storage %q
-		%s
-	}
-}
-
+	return testGlobals(storage, arcaneExtra) + fmt.Sprintf(`
 http://localhost:9080 {
 	route /v1/* {
 		arcane_auth
@@ -63,7 +53,23 @@ http://localhost:9080 {
 		}
 	}
 }
-`, storage, arcaneExtra, siteExtra)
+`, siteExtra)
+}
+
+// testGlobals is the global options block of the test configs: the test
+// ports, and the arcane app with storage and arcaneExtra in its block.
+func testGlobals(storage, arcaneExtra string) string {
+	return fmt.Sprintf(`{
+	admin localhost:2999
+	http_port 9080
+	https_port 9443
+	grace_period 1ns
+	arcane {
+		storage %q
+		%s
+	}
+}
+`, storage, arcaneExtra)
 }
 
 // startArcane loads a fresh arcane config into the shared test server and

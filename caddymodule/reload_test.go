@@ -216,16 +216,7 @@ func TestFailedReloadKeepsTheAdminAPIWorking(t *testing.T) {
 // dashboardLoginCaddyfile serves only the dashboard, with a log-in budget
 // of two attempts an hour per email.
 func dashboardLoginCaddyfile(storage string) string {
-	return fmt.Sprintf(`{
-	admin localhost:2999
-	http_port 9080
-	https_port 9443
-	grace_period 1ns
-	arcane {
-		storage %q
-	}
-}
-
+	return testGlobals(storage, "") + `
 http://localhost:9080 {
 	handle /dashboard* {
 		arcane_dashboard {
@@ -234,7 +225,7 @@ http://localhost:9080 {
 		}
 	}
 }
-`, storage)
+`
 }
 
 // Promise 8 for the dashboard: a reload keeps the log-in budgets, so it
