@@ -33,15 +33,16 @@ import (
 //     to its end, so no settlement slips between a read of a balance
 //     and the write that depends on it;
 //   - the file is two halves, and batches go to one of them. When that
-//     half holds applyMax rows, or its oldest is applyAfter old, the
-//     commit loop hands its rows to a goroutine that applies them to bbolt
-//     and goes on in the other half, so no settlement waits for bbolt
+//     half holds applyMax rows, half its bytes are used, its oldest row is
+//     applyAfter old, or the next batch does not fit, the commit loop
+//     hands its rows to a goroutine that applies them to bbolt and goes
+//     on in the other half, so no settlement waits for bbolt
 //     (under load a bbolt commit is a dozen trips through the scheduler,
 //     each behind every runnable goroutine). It switches halves only once
 //     the other half's rows are in bbolt. Every other operation, a batch
-//     that does not fit in what is left of its half, and closing the
-//     store apply everything in place instead (waiting for the goroutine
-//     first) and start the current half over;
+//     that does not fit while the other half is still being applied, and
+//     closing the store apply everything in place instead (waiting for
+//     the goroutine first) and start the current half over;
 //   - OpenBolt applies whatever a crash left in either half before
 //     anything else.
 //
@@ -383,16 +384,39 @@ func (s *BoltStore) applyLocked() error {
 	if len(j.rows) == 0 {
 		return nil
 	}
-	if err := s.db.Update(func(tx *bolt.Tx) error { return applyRows(tx, j.rows) }); err != nil {
-		return fmt.Errorf("applying %d journaled settlements to the ledger: %w", len(j.rows), err)
+	if err := s.commitRows(j.rows); err != nil {
+		return err
 	}
 	clear(j.rows)
 	j.rows = j.rows[:0]
 	clear(j.requests)
 	clear(j.accounts)
 	j.off, j.crc = j.base(), 0
+	return nil
+}
+
+// commitRows applies journaled rows to bbolt in one durable transaction.
+func (s *BoltStore) commitRows(rows []Entry) error {
+	if err := s.db.Update(func(tx *bolt.Tx) error { return applyRows(tx, rows) }); err != nil {
+		return fmt.Errorf("applying %d journaled settlements to the ledger: %w", len(rows), err)
+	}
 	s.gc.applies.Add(1)
 	return nil
+}
+
+// handOverLocked hands the current half over (rotateLocked) when it can:
+// it holds rows, did not overflow, and the last apply has been reaped. It
+// reports whether it did. The caller holds s.jmu.
+func (s *BoltStore) handOverLocked() bool {
+	j := s.journal
+	if len(j.rows) == 0 || j.off > j.end() {
+		return false
+	}
+	if done, err := s.reapLocked(false); err != nil || !done {
+		return false
+	}
+	s.rotateLocked()
+	return true
 }
 
 // rotateLocked hands the current half's rows to a goroutine that applies
@@ -409,10 +433,7 @@ func (s *BoltStore) rotateLocked() {
 	j.off, j.crc = j.base(), 0
 	go func() {
 		// Written before done is closed, read after it is: no lock.
-		j.applyErr = s.db.Update(func(tx *bolt.Tx) error { return applyRows(tx, rows) })
-		if j.applyErr == nil {
-			s.gc.applies.Add(1)
-		}
+		j.applyErr = s.commitRows(rows)
 		close(done)
 	}()
 }
@@ -437,11 +458,10 @@ func (s *BoltStore) reapLocked(wait bool) (bool, error) {
 		}
 	}
 	if j.applyErr != nil {
-		if err := s.db.Update(func(tx *bolt.Tx) error { return applyRows(tx, j.applying) }); err != nil {
-			return false, fmt.Errorf("applying %d journaled settlements to the ledger: %w", len(j.applying), err)
+		if err := s.commitRows(j.applying); err != nil {
+			return false, err
 		}
 		j.applyErr = nil
-		s.gc.applies.Add(1)
 	}
 	for i := range j.applying {
 		e := &j.applying[i]

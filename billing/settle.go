@@ -335,20 +335,18 @@ func (s *BoltStore) applyJournal() (more bool) {
 	s.jmu.Lock()
 	defer s.jmu.Unlock()
 	j := s.journal
-	done, err := s.reapLocked(false)
-	switch {
-	case err != nil:
+	if s.handOverLocked() {
 		return true
-	case !done:
+	}
+	switch done, err := s.reapLocked(false); {
+	case err != nil || !done:
 		return true
 	case len(j.rows) == 0:
 		return false
-	case j.off > j.end():
-		_ = s.applyLocked()
-		return len(j.rows) > 0
 	}
-	s.rotateLocked()
-	return true
+	// The half overflowed (a batch larger than a half): in place.
+	_ = s.applyLocked()
+	return len(j.rows) > 0
 }
 
 // Settle records a charge: it debits the account and appends a ledger row
@@ -454,12 +452,10 @@ func (s *BoltStore) commitBatch(batch []*settlement) int {
 	})
 	j.staged = staged
 	if err == nil && len(staged) > 0 {
-		if !j.fits(buf) && len(j.rows) > 0 && j.off <= j.end() {
+		if !j.fits(buf) {
 			// The half is full: hand it over and go on in the other one,
 			// if that one's rows are in bbolt by now.
-			if done, rerr := s.reapLocked(false); rerr == nil && done {
-				s.rotateLocked()
-			}
+			s.handOverLocked()
 		}
 		if !j.fits(buf) && (j.off > j.base() || j.applying != nil) {
 			// The other half is still being applied (or failed to be):
