@@ -110,11 +110,11 @@ type journal struct {
 	// applyErr its error. requests indexes both by request id; accounts
 	// holds each touched account's balance and last sequence number
 	// after them. spare is a rows slice to reuse.
-	rows      []Entry
-	applying  []Entry
+	rows      []journalRow
+	applying  []journalRow
 	applyDone chan struct{}
 	applyErr  error
-	spare     []Entry
+	spare     []journalRow
 	requests  map[string]Entry
 	accounts  map[string]journalAccount
 
@@ -123,6 +123,14 @@ type journal struct {
 	staged         []*settlement
 	stagedRequests map[string]int
 	stagedAccounts map[string]journalAccount
+}
+
+// journalRow is a row the journal holds and bbolt does not have yet, with
+// the JSON it was journaled as: applying it stores those bytes, so no row
+// is encoded twice (encoding was a third of an apply's CPU).
+type journalRow struct {
+	Entry
+	payload []byte // nil: encode the row when it is applied
 }
 
 // settled returns the row of a request id journaled before or staged in
@@ -207,19 +215,20 @@ func createJournal(path string, flags int, sync bool) (*os.File, error) {
 	return os.OpenFile(path, flags, 0o600)
 }
 
-// appendRecord adds one row's record to buf, its CRC left for seal. A row
-// too large for the journal is ErrInvalid: that charge fails alone.
-func appendRecord(buf []byte, e *Entry) ([]byte, error) {
+// appendRecord adds one row's record to buf, its CRC left for seal, and
+// returns the row's JSON too. A row too large for the journal is
+// ErrInvalid: that charge fails alone.
+func appendRecord(buf []byte, e *Entry) ([]byte, []byte, error) {
 	payload, err := json.Marshal(e)
 	if err != nil {
-		return buf, err
+		return buf, nil, err
 	}
 	if len(payload) > maxJournalRecord {
-		return buf, fmt.Errorf("%w: the ledger row of request %s is %d bytes, more than the journal takes", ErrInvalid, e.RequestID, len(payload))
+		return buf, nil, fmt.Errorf("%w: the ledger row of request %s is %d bytes, more than the journal takes", ErrInvalid, e.RequestID, len(payload))
 	}
 	buf = binary.LittleEndian.AppendUint32(buf, uint32(len(payload)))
 	buf = binary.LittleEndian.AppendUint32(buf, 0)
-	return append(buf, payload...), nil
+	return append(buf, payload...), payload, nil
 }
 
 // seal fills in the CRCs of the records in buf, chained from prev, and
@@ -326,14 +335,14 @@ func (j *journal) put(b []byte, off int64) error {
 // row, its request index entry, and each account's balance after its last
 // row. A row the account's ledger already has is skipped; a gap in an
 // account's sequence numbers is an error (nothing of tx is then kept).
-func applyRows(tx *bolt.Tx, rows []Entry) error {
+func applyRows(tx *bolt.Tx, rows []journalRow) error {
 	if len(rows) == 0 {
 		return nil
 	}
 	ledger, requests, accounts := tx.Bucket(bucketLedger), tx.Bucket(bucketRequests), tx.Bucket(bucketAccounts)
 	balances := make(map[string]Amount, 4)
 	for i := range rows {
-		e := &rows[i]
+		e := &rows[i].Entry
 		b, err := ledger.CreateBucketIfNotExists([]byte(e.AccountID))
 		if err != nil {
 			return err
@@ -344,9 +353,11 @@ func applyRows(tx *bolt.Tx, rows []Entry) error {
 		case e.Seq != last+1:
 			return fmt.Errorf("settlement journal: account %s row %d follows row %d", e.AccountID, e.Seq, last)
 		}
-		v, err := json.Marshal(e)
-		if err != nil {
-			return err
+		v := rows[i].payload
+		if v == nil {
+			if v, err = json.Marshal(e); err != nil {
+				return err
+			}
 		}
 		if err := b.SetSequence(e.Seq); err != nil {
 			return err
@@ -396,7 +407,7 @@ func (s *BoltStore) applyLocked() error {
 }
 
 // commitRows applies journaled rows to bbolt in one durable transaction.
-func (s *BoltStore) commitRows(rows []Entry) error {
+func (s *BoltStore) commitRows(rows []journalRow) error {
 	if err := s.db.Update(func(tx *bolt.Tx) error { return applyRows(tx, rows) }); err != nil {
 		return fmt.Errorf("applying %d journaled settlements to the ledger: %w", len(rows), err)
 	}
@@ -500,7 +511,13 @@ func (s *BoltStore) recoverJournal() error {
 			return cmp.Or(strings.Compare(a.AccountID, b.AccountID), cmp.Compare(a.Seq, b.Seq))
 		})
 	}
-	if err := s.db.Update(func(tx *bolt.Tx) error { return applyRows(tx, rows) }); err != nil {
+	// Encoded again, not stored as read: the ledger holds what this
+	// build writes.
+	replay := make([]journalRow, len(rows))
+	for i := range rows {
+		replay[i].Entry = rows[i]
+	}
+	if err := s.db.Update(func(tx *bolt.Tx) error { return applyRows(tx, replay) }); err != nil {
 		return fmt.Errorf("replaying the settlement journal: %w", err)
 	}
 	return nil

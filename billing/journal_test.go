@@ -363,7 +363,7 @@ func FuzzReadRecords(f *testing.F) {
 		e := Entry{Seq: uint64(i + 1), AccountID: "acct_1", Kind: EntryCharge, Amount: -5, Balance: Amount(100 - 5*(i+1)),
 			RequestID: fmt.Sprintf("req_%d", i), Time: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)}
 		var err error
-		if valid, err = appendRecord(valid, &e); err != nil {
+		if valid, _, err = appendRecord(valid, &e); err != nil {
 			f.Fatal(err)
 		}
 	}
@@ -382,7 +382,7 @@ func FuzzReadRecords(f *testing.F) {
 			if rows[i].AccountID == "" || rows[i].Seq == 0 || rows[i].RequestID == "" {
 				t.Fatalf("row %d is no charge row: %+v", i, rows[i])
 			}
-			if again, err = appendRecord(again, &rows[i]); err != nil {
+			if again, _, err = appendRecord(again, &rows[i]); err != nil {
 				t.Fatal(err)
 			}
 		}

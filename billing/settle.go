@@ -58,10 +58,11 @@ const yieldBelow = 64
 
 // settlement is one Settle call waiting for the commit loop.
 type settlement struct {
-	charge Charge
-	entry  Entry
-	err    error
-	done   chan struct{} // receives once the batch is durable
+	charge  Charge
+	entry   Entry
+	payload []byte // entry's JSON, as journaled
+	err     error
+	done    chan struct{} // receives once the batch is durable
 }
 
 var settlementPool = sync.Pool{New: func() any { return &settlement{done: make(chan struct{}, 1)} }}
@@ -397,7 +398,7 @@ func (s *BoltStore) commitBatch(batch []*settlement) int {
 	err := s.db.View(func(tx *bolt.Tx) error {
 		accounts, requests, ledger := tx.Bucket(bucketAccounts), tx.Bucket(bucketRequests), tx.Bucket(bucketLedger)
 		for _, st := range batch {
-			st.entry, st.err = Entry{}, nil
+			st.entry, st.payload, st.err = Entry{}, nil, nil
 			c := &st.charge
 			if e, ok := j.settled(c.RequestID, staged); ok {
 				st.entry, st.err = e, fmt.Errorf("request %s: %w", c.RequestID, ErrSettled)
@@ -438,7 +439,7 @@ func (s *BoltStore) commitBatch(batch []*settlement) int {
 				Basis: c.Basis, Outcome: c.Outcome,
 			}
 			var err error
-			if buf, err = appendRecord(buf, &st.entry); errors.Is(err, ErrInvalid) {
+			if buf, st.payload, err = appendRecord(buf, &st.entry); errors.Is(err, ErrInvalid) {
 				st.entry, st.err = Entry{}, err
 				continue
 			} else if err != nil {
@@ -477,7 +478,7 @@ func (s *BoltStore) commitBatch(batch []*settlement) int {
 	} else {
 		for _, st := range staged {
 			j.requests[st.charge.RequestID] = st.entry
-			j.rows = append(j.rows, st.entry)
+			j.rows = append(j.rows, journalRow{st.entry, st.payload})
 		}
 		for id, a := range j.stagedAccounts {
 			j.accounts[id] = a

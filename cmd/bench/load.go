@@ -169,28 +169,45 @@ func (b *bencher) measure(ctx context.Context, sc scenario, o *options) (*scenar
 
 // profile runs one more window on a Caddy target while fetching a CPU
 // profile of Caddy from its admin endpoint, and saves it, with allocation
-// profiles from before and after the window.
+// profiles from before and after the window; then one more with an
+// execution trace (go tool trace), which shows what ran while a slow
+// request waited.
 func (b *bencher) profile(ctx context.Context, sc scenario, t target, d time.Duration, dir string) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
 	secs := max(1, int((sc.Ramp + d).Seconds()))
-	url := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", b.env.caddy.params.Admin, secs)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return "", err
-	}
-	type result struct {
-		data []byte
-		err  error
-	}
 	// The allocation profile counts from Caddy's start: taken before and
 	// after the window, the second read with -diff_base the first shows
 	// the window's allocations.
 	admin := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/allocs", b.env.caddy.params.Admin)
-	base := filepath.Join(dir, sc.Name+"-"+t.name+"-allocs-before.pprof")
-	if err := b.fetchTo(ctx, admin, base); err != nil {
+	if err := b.fetchTo(ctx, admin, filepath.Join(dir, sc.Name+"-"+t.name+"-allocs-before.pprof")); err != nil {
 		return "", fmt.Errorf("profiling caddy's allocations: %w", err)
+	}
+	path := filepath.Join(dir, sc.Name+"-"+t.name+".pprof")
+	if err := b.captureDuring(ctx, sc, t, secs, "/debug/pprof/profile", path); err != nil {
+		return "", fmt.Errorf("profiling caddy: %w", err)
+	}
+	if err := b.fetchTo(ctx, admin, filepath.Join(dir, sc.Name+"-"+t.name+"-allocs.pprof")); err != nil {
+		return "", fmt.Errorf("profiling caddy's allocations: %w", err)
+	}
+	if err := b.captureDuring(ctx, sc, t, secs, "/debug/pprof/trace", filepath.Join(dir, sc.Name+"-"+t.name+".trace")); err != nil {
+		return "", fmt.Errorf("tracing caddy: %w", err)
+	}
+	return path, nil
+}
+
+// captureDuring runs one window of sc on t while Caddy's admin endpoint
+// answers endpoint?seconds=secs, and saves the answer into path.
+func (b *bencher) captureDuring(ctx context.Context, sc scenario, t target, secs int, endpoint, path string) error {
+	url := fmt.Sprintf("http://127.0.0.1:%d%s?seconds=%d", b.env.caddy.params.Admin, endpoint, secs)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	type result struct {
+		data []byte
+		err  error
 	}
 	got := make(chan result, 1)
 	go func() {
@@ -209,13 +226,9 @@ func (b *bencher) profile(ctx context.Context, sc scenario, t target, d time.Dur
 	b.window(ctx, sc, t, time.Duration(secs)*time.Second-sc.Ramp)
 	r := <-got
 	if r.err != nil {
-		return "", fmt.Errorf("profiling caddy: %w", r.err)
+		return r.err
 	}
-	if err := b.fetchTo(ctx, admin, filepath.Join(dir, sc.Name+"-"+t.name+"-allocs.pprof")); err != nil {
-		return "", fmt.Errorf("profiling caddy's allocations: %w", err)
-	}
-	path := filepath.Join(dir, sc.Name+"-"+t.name+".pprof")
-	return path, os.WriteFile(path, r.data, 0o644)
+	return os.WriteFile(path, r.data, 0o644)
 }
 
 // starter runs open-loop requests, each in a goroutine of its own, and
