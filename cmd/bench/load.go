@@ -120,14 +120,14 @@ func (b *bencher) targets(sc scenario) []target {
 
 // measure runs a scenario: a warm-up per target, then the rounds, each
 // measuring every target once in turn. A window lasts -duration, or
-// -open-duration for an open-loop scenario.
+// -open-duration for an open-loop scenario, which has -open-rounds rounds.
 func (b *bencher) measure(ctx context.Context, sc scenario, o *options) (*scenarioResult, error) {
 	targets := b.targets(sc)
-	d := o.duration
+	d, rounds := o.duration, o.rounds
 	if sc.Rate > 0 {
-		d = o.openDuration
+		d, rounds = o.openDuration, o.openRounds
 	}
-	res := &scenarioResult{Scenario: sc, Rounds: o.rounds, Duration: d.Seconds()}
+	res := &scenarioResult{Scenario: sc, Rounds: rounds, Duration: d.Seconds()}
 	for _, t := range targets {
 		res.Targets = append(res.Targets, &targetResult{Target: t.name, URL: t.url})
 	}
@@ -141,7 +141,7 @@ func (b *bencher) measure(ctx context.Context, sc scenario, o *options) (*scenar
 				sc.Name, t.name, w.Errors, w.FirstError)}
 		}
 	}
-	for r := 1; r <= o.rounds; r++ {
+	for r := 1; r <= rounds; r++ {
 		for i, t := range targets {
 			w := b.window(ctx, sc, t, d)
 			if ctx.Err() != nil {

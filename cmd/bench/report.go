@@ -42,6 +42,7 @@ type report struct {
 	// FileLimit is the soft RLIMIT_NOFILE of this process and its children.
 	FileLimit    uint64 `json:"file_limit"`
 	Rounds       int    `json:"rounds"`
+	OpenRounds   int    `json:"open_rounds"`
 	Duration     string `json:"duration"`
 	OpenDuration string `json:"open_duration"`
 	Warmup       string `json:"warmup"`
@@ -271,8 +272,8 @@ func (r *report) printHeader(w io.Writer) {
 	fmt.Fprintf(w, "CPUs: %d; taskset %s (allowed CPUs: load generator %s, caddy %s)\n",
 		r.CPUs, r.PinNote, r.LoadCPUs, r.ServerCPUs)
 	fmt.Fprintf(w, "GOMAXPROCS: load generator %d, mocks %d, caddy from its CPU affinity\n", r.GOMAXPROCS, r.MockProcs)
-	fmt.Fprintf(w, "rounds: %d x %s per target (open loop: %s), interleaved (direct, caddy, arcane); warm-up %s per target and scenario\n",
-		r.Rounds, r.Duration, r.OpenDuration, r.Warmup)
+	fmt.Fprintf(w, "rounds: %d x %s per target (open loop: %d x %s), interleaved (direct, caddy, arcane); warm-up %s per target and scenario\n",
+		r.Rounds, r.Duration, r.OpenRounds, r.OpenDuration, r.Warmup)
 	fmt.Fprintf(w, "open loop: each request starts on schedule in a goroutine of its own; latency from its actual start; a start one interval late is missed\n")
 	fmt.Fprintf(w, "CPU: user+system from /proc/<pid>/stat (10 ms ticks); srv = the mock for direct, Caddy for caddy and arcane; gen = this load generator\n")
 	idle := "Caddy's default (32)"
