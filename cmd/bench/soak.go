@@ -22,10 +22,18 @@ import (
 // with Caddy's resident memory and goroutines flat, no error, and the
 // books consistent afterwards.
 //
-// It measures arcane's maximum non-stream rate as the non-stream scenario
-// does (a closed loop of -concurrency workers for -duration, after
-// -warmup), then starts a fresh Caddy and runs an open loop at half that
-// rate (or -soak-rate) through its arcane site with its key: one request in soakStreamEvery is
+// The maximum rate is the soak's own load's: an open loop, the rate
+// raised step by step (soakRamp) until a step is not served (an error,
+// missed starts, or a p99 over soakStepP99); the highest step served is
+// the maximum. The closed-loop rate of the non-stream scenario (-concurrency
+// workers for -duration, after -warmup) is measured first, for the
+// report and to set the ramp's first step and ceiling: it is not a rate an
+// open loop can be run at, because 64 requests always waiting make the
+// ledger's group commits 60 settlements each, where an open loop at the
+// same rate makes batches of a few, each a durable write (see the README's
+// Performance section). Then it starts a fresh Caddy and runs an open loop
+// at half the maximum (or -soak-rate, which skips the ramp) through its
+// arcane site with its key: one request in soakStreamEvery is
 // a paced stream of the bench-200 model (200 chunks, one a millisecond),
 // the others the non-stream bench-16 request. Every few seconds it reads
 // Caddy's memory from /proc and its goroutines and open balance holds from
@@ -61,6 +69,15 @@ const (
 	soakSettleWait = 30 * time.Second
 	// soakMinDuration is the shortest soak: its windows need samples.
 	soakMinDuration = 30 * time.Second
+
+	// The ramp that measures the maximum rate (soakRamp): steps of
+	// soakStepDuration from a quarter of the closed-loop rate, each
+	// soakStepFactor times the last, up to the closed-loop rate. A step
+	// is served when it has no error, at most 1% missed starts and a
+	// non-stream p99 of at most soakStepP99.
+	soakStepDuration = 5 * time.Second
+	soakStepFactor   = 1.2
+	soakStepP99      = 100 * time.Millisecond
 )
 
 // soakPlan is how a soak of a given length is cut up.
@@ -206,10 +223,14 @@ type soakResult struct {
 	machine
 
 	Plan soakPlan `json:"plan"`
-	// MaxRate is arcane's non-stream closed-loop rate, measured first;
-	// Max the window that measured it.
-	MaxRate float64 `json:"max_rate"`
-	Max     *window `json:"max_window"`
+	// ClosedRate is arcane's non-stream closed-loop rate, measured first;
+	// Closed the window that measured it.
+	ClosedRate float64 `json:"closed_loop_rate"`
+	Closed     *window `json:"closed_loop_window"`
+	// Ramp is the open loop's steps (none with -soak-rate); MaxRate the
+	// highest rate a step was served at.
+	Ramp    []soakStep `json:"ramp,omitempty"`
+	MaxRate float64    `json:"max_rate"`
 	// Rate is the soak's: half MaxRate unless -soak-rate says otherwise;
 	// one request in StreamEvery a stream.
 	Rate        float64 `json:"rate"`
@@ -267,26 +288,44 @@ func (res *soakResult) run(ctx context.Context, o *options, b *bencher) (int, er
 	e := b.env
 	t := arcaneTarget(e.caddy)
 
-	// The maximum rate, as the non-stream scenario measures it.
+	// The closed-loop rate, as the non-stream scenario measures it.
 	sc := nonStreamScenario(o.concurrency)
 	if w := b.window(ctx, sc, t, o.warmup); ctx.Err() == nil && w.Completed == 0 {
-		return 0, fmt.Errorf("measuring the maximum rate: not one request succeeded in the warm-up (%d errors; first: %s)", w.Errors, w.FirstError)
+		return 0, fmt.Errorf("measuring the closed-loop rate: not one request succeeded in the warm-up (%d errors; first: %s)", w.Errors, w.FirstError)
 	}
-	res.Max = b.window(ctx, sc, t, o.duration)
+	res.Closed = b.window(ctx, sc, t, o.duration)
 	if ctx.Err() != nil {
 		return 0, ctx.Err()
 	}
-	if res.Max.Errors > 0 || res.Max.Requests == 0 {
-		return 0, fmt.Errorf("measuring the maximum rate: %d requests, %d errors (first: %s)", res.Max.Requests, res.Max.Errors, res.Max.FirstError)
+	if res.Closed.Errors > 0 || res.Closed.Requests == 0 {
+		return 0, fmt.Errorf("measuring the closed-loop rate: %d requests, %d errors (first: %s)", res.Closed.Requests, res.Closed.Errors, res.Closed.FirstError)
 	}
-	res.MaxRate = float64(res.Max.Requests) / res.Max.Seconds
+	res.ClosedRate = float64(res.Closed.Requests) / res.Closed.Seconds
+	fmt.Printf("closed-loop rate: %.0f req/s (arcane, non-stream, closed loop of %d for %s after %s warm-up; caddy CPU %s)\n",
+		res.ClosedRate, o.concurrency, o.duration, o.warmup, fmtPct(100*res.Closed.CPUSeconds/res.Closed.WallSeconds))
+
 	how := "half the maximum"
-	res.Rate = res.MaxRate / 2
 	if o.soakRate > 0 {
 		res.Rate, how = o.soakRate, "-soak-rate"
+	} else {
+		fmt.Printf("maximum rate: the soak's load, open loop, in steps of %s from a quarter of the closed-loop rate, x%.1f each, until one is not served (an error, over 1%% missed starts, or p99 over %s)\n",
+			soakStepDuration, soakStepFactor, soakStepP99)
+		res.Ramp = b.soakRamp(ctx, t, res.ClosedRate)
+		if ctx.Err() != nil {
+			return 0, ctx.Err()
+		}
+		printRamp(os.Stdout, res.Ramp)
+		for _, st := range res.Ramp {
+			if st.Served {
+				res.MaxRate = st.Rate
+			}
+		}
+		if res.MaxRate == 0 {
+			return 0, fmt.Errorf("measuring the maximum rate: not even %.0f req/s was served", res.Ramp[0].Rate)
+		}
+		res.Rate = res.MaxRate / 2
+		fmt.Printf("maximum rate: %.0f req/s (%.2f x the closed-loop rate)\n", res.MaxRate, res.MaxRate/res.ClosedRate)
 	}
-	fmt.Printf("maximum rate: %.0f req/s (arcane, non-stream, closed loop of %d for %s after %s warm-up; caddy CPU %s)\n",
-		res.MaxRate, o.concurrency, o.duration, o.warmup, fmtPct(100*res.Max.CPUSeconds/res.Max.WallSeconds))
 
 	// The soak runs on a Caddy of its own, as the slow streams do: the
 	// closed loop leaves Caddy connections that sit idle until their
@@ -348,6 +387,57 @@ func (res *soakResult) run(ctx context.Context, o *options, b *bencher) (int, er
 func arcaneTarget(c *caddyServer) target {
 	return target{name: targetArcane, url: "http://127.0.0.1:" + strconv.Itoa(c.params.Arcane) + chatPath,
 		auth: "Bearer " + c.key, pid: c.proc.pid()}
+}
+
+// soakStep is one step of the ramp that measures the maximum rate.
+type soakStep struct {
+	Rate      float64 `json:"rate"`
+	Scheduled int     `json:"scheduled"`
+	Late      int     `json:"late_starts"`
+	Errors    int     `json:"errors"`
+	P99Ms     float64 `json:"p99_ms"`
+	// CPU is Caddy's, in percent of one CPU, from the step's start until
+	// its last request finished.
+	CPU    float64 `json:"caddy_cpu_pct"`
+	Served bool    `json:"served"`
+}
+
+// soakRamp runs the soak's load against t in an open loop, one step of
+// soakStepDuration at each rate from closed/4 up, soakStepFactor apart,
+// until a step is not served or the next would pass closed.
+func (b *bencher) soakRamp(ctx context.Context, t target, closed float64) []soakStep {
+	var steps []soakStep
+	p := soakPlan{Duration: soakStepDuration, RowEvery: soakStepDuration}
+	for rate := closed / 4; rate <= closed && ctx.Err() == nil; rate *= soakStepFactor {
+		cpu0, cpuErr := cpuTime(t.pid)
+		start := time.Now()
+		row := b.soakLoad(ctx, t, rate, start, p)[0]
+		st := soakStep{Rate: rate, Scheduled: row.Scheduled, Late: row.Late, Errors: row.NonStream.Errors + row.Stream.Errors,
+			P99Ms: p99(row.NonStream.latency), CPU: -1}
+		if cpu1, err := cpuTime(t.pid); err == nil && cpuErr == nil {
+			st.CPU = 100 * (cpu1 - cpu0).Seconds() / time.Since(start).Seconds()
+		}
+		st.Served = st.Errors == 0 && float64(st.Late) <= 0.01*float64(st.Scheduled) && st.P99Ms <= ms(soakStepP99)
+		steps = append(steps, st)
+		if !st.Served {
+			break
+		}
+	}
+	return steps
+}
+
+// printRamp shows the ramp's steps.
+func printRamp(w io.Writer, steps []soakStep) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "req/s\terrors\tmissed\tp99\tcaddy CPU\tserved\t")
+	for _, st := range steps {
+		served := "yes"
+		if !st.Served {
+			served = "no"
+		}
+		fmt.Fprintf(tw, "%.0f\t%d\t%d/%d\t%s\t%s\t%s\t\n", st.Rate, st.Errors, st.Late, st.Scheduled, fmtMs(st.P99Ms), fmtPct(st.CPU), served)
+	}
+	tw.Flush()
 }
 
 // soakLoad runs the soak's open loop against t: rate requests a second
