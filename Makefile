@@ -90,7 +90,8 @@ bench:
 	bin/bench -caddy bin/caddy-bench $(BENCHFLAGS)
 
 # The soak, issue 9's last target: the benchmark's environment and Caddy,
-# arcane alone at half the maximum rate it measures, for 10 minutes, then
+# arcane alone at half the maximum rate of its own open-loop load (which it
+# measures first, in steps), for 10 minutes, then
 # PASS or FAIL per criterion (exit status 1 on a FAIL). SOAKFLAGS passes
 # flags, e.g. make soak SOAKFLAGS='-soak-duration 1m -json soak.json'.
 SOAKFLAGS ?=
