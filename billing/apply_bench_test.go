@@ -46,12 +46,14 @@ func BenchmarkApplyRows(b *testing.B) {
 	for range 20_000 / 256 {
 		apply(applyBenchRows(b, ids[0], seq, 256, true))
 	}
-	for _, journaled := range []bool{true, false} {
-		name := map[bool]string{true: "journaled", false: "encoded"}[journaled]
-		b.Run(name, func(b *testing.B) {
+	for _, c := range []struct {
+		name      string
+		journaled bool
+	}{{"journaled", true}, {"encoded", false}} {
+		b.Run(c.name, func(b *testing.B) {
 			for range b.N {
 				b.StopTimer()
-				rows := applyBenchRows(b, ids[0], seq, 256, journaled)
+				rows := applyBenchRows(b, ids[0], seq, 256, c.journaled)
 				b.StartTimer()
 				apply(rows)
 			}
