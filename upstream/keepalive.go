@@ -13,57 +13,58 @@ import (
 // can no longer be a status code and goes in band. Failover still works
 // until the first event: a comment is no part of an answer.
 type keepAlive struct {
+	w        http.ResponseWriter
+	interval time.Duration
+	// timer runs tick; no goroutine waits for it between comments, so a
+	// stream waiting for its first event costs a timer, not a goroutine.
+	timer *time.Timer
+
 	mu sync.Mutex
 	// started is set once a comment went out (and with it the headers).
 	started bool
 	stopped bool
-	done    chan struct{}
-	quit    chan struct{}
 }
 
 // keepAliveComment is what a keep-alive writes: an SSE comment, which
 // every SSE client ignores.
 var keepAliveComment = []byte(": keep-alive\n\n")
 
-// startKeepAlive starts writing a comment to w every interval.
+// startKeepAlive writes a comment to w every interval until stop.
 func startKeepAlive(w http.ResponseWriter, interval time.Duration) *keepAlive {
-	k := &keepAlive{done: make(chan struct{}), quit: make(chan struct{})}
-	rc := http.NewResponseController(w)
-	go func() {
-		defer close(k.done)
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		for {
-			select {
-			case <-k.quit:
-				return
-			case <-t.C:
-			}
-			k.mu.Lock()
-			if k.stopped {
-				k.mu.Unlock()
-				return
-			}
-			if !k.started {
-				startStream(w)
-				k.started = true
-			}
-			_, err := w.Write(keepAliveComment)
-			if err == nil {
-				err = rc.Flush()
-			}
-			k.mu.Unlock()
-			if err != nil {
-				return
-			}
-		}
-	}()
+	k := &keepAlive{w: w, interval: interval}
+	k.mu.Lock() // tick waits for the timer to be set
+	k.timer = time.AfterFunc(interval, k.tick)
+	k.mu.Unlock()
 	return k
 }
 
-// stop ends the comments and waits until none can be written any more;
-// it reports whether the headers went out. Safe to call more than once
-// and on a nil keepAlive.
+// tick writes one comment, the headers first if none went out yet, and
+// arms the timer for the next; a failed write ends the comments.
+func (k *keepAlive) tick() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.stopped {
+		return
+	}
+	if !k.started {
+		startStream(k.w)
+		k.started = true
+	}
+	_, err := k.w.Write(keepAliveComment)
+	if err == nil {
+		err = http.NewResponseController(k.w).Flush()
+	}
+	if err != nil {
+		k.stopped = true
+		return
+	}
+	k.timer.Reset(k.interval)
+}
+
+// stop ends the comments: once it returns none is being written or will
+// be. It reports whether the headers went out. Safe to call more than
+// once and on a nil keepAlive; it does not wait for another goroutine to
+// be scheduled, only for a comment being written to finish.
 func (k *keepAlive) stop() (started bool) {
 	if k == nil {
 		return false
@@ -71,10 +72,9 @@ func (k *keepAlive) stop() (started bool) {
 	k.mu.Lock()
 	if !k.stopped {
 		k.stopped = true
-		close(k.quit)
+		k.timer.Stop()
 	}
 	started = k.started
 	k.mu.Unlock()
-	<-k.done
 	return started
 }

@@ -5,7 +5,9 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -175,4 +177,74 @@ func decodeStreamError(t *testing.T, data string) streamErrorChunk {
 		t.Fatalf("chunk %q: %v", data, err)
 	}
 	return c
+}
+
+func TestKeepAliveTimer(t *testing.T) {
+	t.Run("no goroutine waits while no comment is due", func(t *testing.T) {
+		before := runtime.NumGoroutine()
+		rec := httptest.NewRecorder()
+		k := startKeepAlive(rec, time.Hour)
+		during := runtime.NumGoroutine()
+		if k.stop() {
+			t.Fatal("stop says a comment went out")
+		}
+		if during != before {
+			t.Fatalf("%d goroutines while waiting, %d before: want none added", during, before)
+		}
+		if rec.Body.Len() != 0 || rec.Code != http.StatusOK || len(rec.Header()) != 0 {
+			t.Fatalf("wrote %q, headers %v", rec.Body.String(), rec.Header())
+		}
+	})
+
+	t.Run("stop waits for a comment being written, and none follows", func(t *testing.T) {
+		w := &blockingWriter{ResponseRecorder: httptest.NewRecorder(), entered: make(chan struct{}), release: make(chan struct{})}
+		k := startKeepAlive(w, time.Millisecond)
+		<-w.entered // a comment is being written
+		stopped := make(chan bool)
+		go func() { stopped <- k.stop() }()
+		select {
+		case <-stopped:
+			t.Fatal("stop returned while a comment was being written")
+		case <-time.After(20 * time.Millisecond):
+		}
+		close(w.release)
+		if !<-stopped {
+			t.Fatal("stop says no comment went out")
+		}
+		n := w.writes.Load()
+		// The timer is stopped: however long we look, no write follows.
+		// (A re-armed timer would fire within its 1 ms interval.)
+		time.Sleep(20 * time.Millisecond)
+		if got := w.writes.Load(); got != n || n != 1 {
+			t.Fatalf("%d writes at stop, %d later: want 1 and no more", n, got)
+		}
+		if ct := w.Header().Get("Content-Type"); ct != "text/event-stream" {
+			t.Fatalf("Content-Type %q: the first comment sends the stream's headers", ct)
+		}
+	})
+}
+
+// blockingWriter holds its first Write until released.
+type blockingWriter struct {
+	*httptest.ResponseRecorder
+	entered, release chan struct{}
+	writes           atomic.Int32
+}
+
+func (w *blockingWriter) Write(p []byte) (int, error) {
+	if w.writes.Add(1) == 1 {
+		close(w.entered)
+		<-w.release
+	}
+	return w.ResponseRecorder.Write(p)
+}
+
+// BenchmarkKeepAlive is the keep-alive's cost to a stream whose first
+// event comes before any comment is due, as most do.
+func BenchmarkKeepAlive(b *testing.B) {
+	rec := httptest.NewRecorder()
+	b.ReportAllocs()
+	for b.Loop() {
+		startKeepAlive(rec, time.Minute).stop()
+	}
 }
