@@ -131,6 +131,23 @@ type soakSample struct {
 	// both from the admin endpoint's /metrics.
 	Goroutines int64 `json:"goroutines"`
 	HoldsOpen  int64 `json:"holds_open"`
+	// ClientConns and ProviderConns are Caddy's established connections
+	// from the load generator to arcane's site and to the mocks (from
+	// /proc/<pid>/fd and /proc/<pid>/net/tcp). Go's server spends a
+	// goroutine on each client connection, its client two on each
+	// provider connection.
+	ClientConns   int64 `json:"client_conns"`
+	ProviderConns int64 `json:"provider_conns"`
+}
+
+// ownGoroutines is a sample's goroutines less those its connections
+// account for (one a client connection, two a provider connection); -1
+// when any was not read.
+func (s soakSample) ownGoroutines() int64 {
+	if s.Goroutines < 0 || s.ClientConns < 0 || s.ProviderConns < 0 {
+		return -1
+	}
+	return s.Goroutines - s.ClientConns - 2*s.ProviderConns
 }
 
 // memoryKiB is the resident memory the soak judges: VmRSS without the
@@ -501,7 +518,8 @@ func soakWatch(ctx context.Context, c *caddyServer, start time.Time, p soakPlan)
 // and open holds from /metrics, for the sample due at at.
 func sampleCaddy(ctx context.Context, c *caddyServer, start time.Time, at time.Duration) soakSample {
 	s := soakSample{Seconds: at.Seconds(), ReadSeconds: time.Since(start).Seconds(),
-		RSSKiB: -1, AnonKiB: -1, FileKiB: -1, LedgerKiB: -1, CPUSeconds: -1, LoadCPUSeconds: -1, Goroutines: -1, HoldsOpen: -1}
+		RSSKiB: -1, AnonKiB: -1, FileKiB: -1, LedgerKiB: -1, CPUSeconds: -1, LoadCPUSeconds: -1, Goroutines: -1, HoldsOpen: -1,
+		ClientConns: -1, ProviderConns: -1}
 	proc := "/proc/" + strconv.Itoa(c.proc.pid())
 	if data, err := os.ReadFile(proc + "/status"); err == nil {
 		s.RSSKiB, s.AnonKiB, s.FileKiB = statusKiB(data, "VmRSS:"), statusKiB(data, "RssAnon:"), statusKiB(data, "RssFile:")
@@ -519,6 +537,10 @@ func sampleCaddy(ctx context.Context, c *caddyServer, start time.Time, at time.D
 	}
 	if m, err := caddyMetrics(ctx, c); err == nil {
 		s.Goroutines, s.HoldsOpen = metricInt(m, "go_goroutines"), metricInt(m, "caddy_arcane_holds_open")
+	}
+	mocks := []int{addrPort(c.params.Mock16), addrPort(c.params.Mock200), addrPort(c.params.MockSlow)}
+	if in, out, err := tcpConns(c.proc.pid(), c.params.Arcane, mocks); err == nil {
+		s.ClientConns, s.ProviderConns = in, out
 	}
 	return s
 }
@@ -785,6 +807,13 @@ func sampleLedgerMiB(s soakSample) float64 { return mib(s.LedgerKiB) }
 // sampleGoroutines is a sample's goroutines; -1 when not read.
 func sampleGoroutines(s soakSample) float64 { return float64(s.Goroutines) }
 
+// sampleClientConns, sampleProviderConns and sampleOwnGoroutines are a
+// sample's connections and the goroutines they do not account for; -1
+// when not read.
+func sampleClientConns(s soakSample) float64   { return float64(s.ClientConns) }
+func sampleProviderConns(s soakSample) float64 { return float64(s.ProviderConns) }
+func sampleOwnGoroutines(s soakSample) float64 { return float64(s.ownGoroutines()) }
+
 // sampleHolds is a sample's open holds; -1 when not read.
 func sampleHolds(s soakSample) float64 { return float64(s.HoldsOpen) }
 
@@ -880,21 +909,23 @@ func (res *soakResult) print(w io.Writer) {
 	fmt.Fprintf(w, "== soak: arcane at %.0f req/s for %s; each line the requests started in it, and caddy's readings in it (means)\n",
 		res.Rate, res.Plan.Duration)
 	fmt.Fprintln(w, "   memory = VmRSS without the ledger's mapped file (map); p99 of non-stream requests, TTFB p99 of streams; missed starts")
+	fmt.Fprintln(w, "   conns in/out = Caddy's connections from the load generator and to the mocks; other = goroutines less one an in and two an out")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "until\treq/s\tstreams/s\terrors\tmissed\tp99\tTTFB p99\tcaddy CPU\tgen CPU\tmemory\tVmRSS\tmap\tgoroutines\tholds\t")
+	fmt.Fprintln(tw, "until\treq/s\tstreams/s\terrors\tmissed\tp99\tTTFB p99\tcaddy CPU\tgen CPU\tmemory\tVmRSS\tmap\tgoroutines\tconns in\tout\tother\tholds\t")
 	caddyCPU := func(s soakSample) float64 { return s.CPUSeconds }
 	loadCPU := func(s soakSample) float64 { return s.LoadCPUSeconds }
 	for _, r := range res.Rows {
 		end := r.Start + r.Seconds
 		in := func(s soakSample) bool { return s.Seconds > r.Start && s.Seconds <= end }
-		fmt.Fprintf(tw, "%s\t%.0f\t%.1f\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
+		fmt.Fprintf(tw, "%s\t%.0f\t%.1f\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
 			time.Duration(end*float64(time.Second)).Round(time.Second),
 			float64(r.NonStream.Completed+r.Stream.Completed)/r.Seconds, float64(r.Stream.Completed)/r.Seconds,
 			r.NonStream.Errors+r.Stream.Errors, r.Late, fmtMs(p99(r.NonStream.latency)), fmtMs(p99(r.Stream.ttfb)),
 			fmtPct(cpuBetween(res.Samples, r.Start, end, caddyCPU)), fmtPct(cpuBetween(res.Samples, r.Start, end, loadCPU)),
 			fmtMean(res.Samples, in, sampleMemoryMiB, "%.1f MiB"), fmtMean(res.Samples, in, sampleRSSMiB, "%.1f MiB"),
 			fmtMean(res.Samples, in, sampleLedgerMiB, "%.1f MiB"), fmtMean(res.Samples, in, sampleGoroutines, "%.0f"),
-			fmtMean(res.Samples, in, sampleHolds, "%.1f"))
+			fmtMean(res.Samples, in, sampleClientConns, "%.0f"), fmtMean(res.Samples, in, sampleProviderConns, "%.0f"),
+			fmtMean(res.Samples, in, sampleOwnGoroutines, "%.0f"), fmtMean(res.Samples, in, sampleHolds, "%.1f"))
 	}
 	tw.Flush()
 	if t := res.Totals; t.Errors > 0 {
@@ -911,6 +942,9 @@ func (res *soakResult) print(w io.Writer) {
 	tw.Flush()
 	rss, ledger := flatOf(res.Samples, res.Plan, sampleRSSMiB), flatOf(res.Samples, res.Plan, sampleLedgerMiB)
 	fmt.Fprintf(w, "  (not judged: VmRSS %s, of which the ledger's mapped file %s)\n", fmtFlat(rss, "%.1f MiB"), fmtFlat(ledger, "%.1f MiB"))
+	cin, cout, own := flatOf(res.Samples, res.Plan, sampleClientConns), flatOf(res.Samples, res.Plan, sampleProviderConns), flatOf(res.Samples, res.Plan, sampleOwnGoroutines)
+	fmt.Fprintf(w, "  (not judged: client connections %s, provider connections %s; goroutines less one a client connection and two a provider connection %s)\n",
+		fmtFlat(cin, "%.0f"), fmtFlat(cout, "%.0f"), fmtFlat(own, "%.0f"))
 	fmt.Fprintf(w, "soak: %s\n\n", res.Verdict)
 }
 
