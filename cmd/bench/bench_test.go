@@ -58,7 +58,7 @@ func TestSummarize(t *testing.T) {
 	s := &scenarioResult{Scenario: nonStreamScenario(4), Targets: []*targetResult{
 		{Target: targetDirect, Windows: []*window{{Seconds: 1, WallSeconds: 1, Requests: 100, Completed: 100, CPUSeconds: 0.5, LoadCPUSeconds: 1, latency: lat(100, time.Millisecond)}}},
 		{Target: targetCaddy, Windows: []*window{
-			{Seconds: 1, WallSeconds: 1, Requests: 40, Completed: 50, CPUSeconds: 1, latency: lat(40, 2*time.Millisecond)},
+			{Seconds: 1, WallSeconds: 1, Requests: 40, Completed: 50, CPUSeconds: 1, latency: append(lat(39, 2*time.Millisecond), 9*time.Millisecond)},
 			{Seconds: 1, WallSeconds: 1, Requests: 60, Completed: 50, Errors: 2, FirstError: "boom", CPUSeconds: 1, latency: lat(60, 2*time.Millisecond)},
 		}},
 		{Target: targetArcane, Windows: []*window{{Seconds: 2, WallSeconds: 2, Requests: 50, Completed: 50, CPUSeconds: 1, latency: lat(50, 5*time.Millisecond)}}},
@@ -73,6 +73,9 @@ func TestSummarize(t *testing.T) {
 	}
 	if caddyT.CPUMsPer1kReq != 20000 || caddyT.ServerCPUPct != 100 {
 		t.Errorf("caddy CPU %v ms/1k req at %v%%, want 20000 at 100%%", caddyT.CPUMsPer1kReq, caddyT.ServerCPUPct)
+	}
+	if w := caddyT.Windows; w[0].LatencyP99Ms != 9 || w[1].LatencyP99Ms != 2 || caddyT.LatencyP99Ms != 2 {
+		t.Errorf("caddy p99 %v ms over its windows' %v and %v, want 2 over 9 and 2", caddyT.LatencyP99Ms, w[0].LatencyP99Ms, w[1].LatencyP99Ms)
 	}
 	if len(s.Compared) != 2 {
 		t.Fatalf("compared %+v", s.Compared)
@@ -383,5 +386,31 @@ func TestGoalSlowStreams(t *testing.T) {
 		if g := goalSlowStreams(tc.s); g.Result != tc.want {
 			t.Errorf("%s: %+v, want %s", tc.name, g, tc.want)
 		}
+	}
+}
+
+func TestPrintByRound(t *testing.T) {
+	ms := func(v ...int) []time.Duration {
+		var d []time.Duration
+		for _, x := range v {
+			d = append(d, time.Duration(x)*time.Millisecond)
+		}
+		return d
+	}
+	win := func(round int, ttfb []time.Duration) *window {
+		return &window{Round: round, Seconds: 1, WallSeconds: 1, Requests: len(ttfb), Completed: len(ttfb), Events: 200,
+			CPUSeconds: 0.1, latency: ms(300), ttfb: ttfb}
+	}
+	s := &scenarioResult{Scenario: streamOpenScenario(100), Targets: []*targetResult{
+		{Target: targetDirect, Windows: []*window{win(1, ms(1)), win(2, ms(2))}},
+		{Target: targetCaddy, Windows: []*window{win(1, ms(3)), win(2, ms(4))}},
+		{Target: targetArcane, Windows: []*window{win(1, ms(5)), win(2, ms(1, 6))}},
+	}}
+	s.summarize()
+	var out strings.Builder
+	s.print(&out)
+	want := "  TTFB p99 by round: direct 1.00 2.00; caddy 3.00 4.00; arcane 5.00 6.00 (ms)\n"
+	if !strings.Contains(out.String(), want) {
+		t.Fatalf("output:\n%s\nwant the line %q", out.String(), want)
 	}
 }

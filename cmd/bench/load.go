@@ -299,6 +299,11 @@ type window struct {
 	CPUSeconds     float64 `json:"cpu_seconds"`
 	LoadCPUSeconds float64 `json:"load_cpu_seconds"`
 	WallSeconds    float64 `json:"wall_seconds"`
+	// LatencyP99Ms and TTFBP99Ms (streams) are the window's own p99s, to
+	// show how the rounds of a target differ; the report pools the
+	// samples of all rounds.
+	LatencyP99Ms float64 `json:"latency_p99_ms"`
+	TTFBP99Ms    float64 `json:"ttfb_p99_ms,omitempty"`
 
 	latency []time.Duration // non-stream: the request; stream: the whole stream
 	ttfb    []time.Duration // stream only

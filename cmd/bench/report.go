@@ -185,6 +185,7 @@ func (t *targetResult) summarize(stream bool) {
 	)
 	t.ReqPerSecMin, t.ReqPerSecMax = math.Inf(1), 0
 	for _, w := range t.Windows {
+		w.LatencyP99Ms, w.TTFBP99Ms = ms(percentile(sortedCopy(w.latency), 99)), ms(percentile(sortedCopy(w.ttfb), 99))
 		secs += w.Seconds
 		requests += w.Requests
 		events += w.Events
@@ -265,6 +266,13 @@ func percentile(sorted []time.Duration, p float64) time.Duration {
 	return sorted[rank-1]
 }
 
+// sortedCopy is d sorted, leaving d as it is.
+func sortedCopy(d []time.Duration) []time.Duration {
+	c := slices.Clone(d)
+	slices.Sort(c)
+	return c
+}
+
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 func (r *report) printHeader(w io.Writer) {
@@ -343,13 +351,37 @@ func (s *scenarioResult) print(w io.Writer) {
 		}
 		fmt.Fprintln(w, b.String())
 	}
+	if sc.Rate > 0 {
+		// The pooled p99 of an open loop is its worst few starts: by round
+		// shows whether one round made it or every round agrees.
+		name := "p99"
+		if sc.Stream {
+			name = "TTFB p99"
+		}
+		var b strings.Builder
+		fmt.Fprintf(&b, "  %s by round:", name)
+		for i, t := range s.Targets {
+			if i > 0 {
+				b.WriteString(";")
+			}
+			fmt.Fprintf(&b, " %s", t.Target)
+			for _, win := range t.Windows {
+				v := win.LatencyP99Ms
+				if sc.Stream {
+					v = win.TTFBP99Ms
+				}
+				fmt.Fprintf(&b, " %.2f", v)
+			}
+		}
+		fmt.Fprintln(w, b.String()+" (ms)")
+	}
 	for _, t := range s.Targets {
 		if t.Errors > 0 {
 			fmt.Fprintf(w, "  %s: first error: %s\n", t.Target, t.FirstError)
 		}
 	}
 	for _, p := range s.Profiles {
-		fmt.Fprintf(w, "  caddy CPU profile: %s (go tool pprof -top %s %s)\n", p, "bin/caddy", p)
+		fmt.Fprintf(w, "  CPU profile of Caddy: %s (go tool pprof -top bin/caddy-bench %s)\n", p, p)
 	}
 	fmt.Fprintln(w)
 }
