@@ -181,18 +181,27 @@ func decodeStreamError(t *testing.T, data string) streamErrorChunk {
 
 func TestKeepAliveTimer(t *testing.T) {
 	t.Run("no goroutine waits while no comment is due", func(t *testing.T) {
+		// A hundred waiting streams: the goroutine a keep-alive used to
+		// hold would show as a hundred more, unrelated ones come and go
+		// by a few.
+		const streams = 100
 		before := runtime.NumGoroutine()
-		rec := httptest.NewRecorder()
-		k := startKeepAlive(rec, time.Hour)
+		recs, ks := make([]*httptest.ResponseRecorder, streams), make([]*keepAlive, streams)
+		for i := range ks {
+			recs[i] = httptest.NewRecorder()
+			ks[i] = startKeepAlive(recs[i], time.Hour)
+		}
 		during := runtime.NumGoroutine()
-		if k.stop() {
-			t.Fatal("stop says a comment went out")
+		for i, k := range ks {
+			if k.stop() {
+				t.Fatal("stop says a comment went out")
+			}
+			if rec := recs[i]; rec.Body.Len() != 0 || len(rec.Header()) != 0 {
+				t.Fatalf("wrote %q, headers %v", rec.Body.String(), rec.Header())
+			}
 		}
-		if during != before {
-			t.Fatalf("%d goroutines while waiting, %d before: want none added", during, before)
-		}
-		if rec.Body.Len() != 0 || rec.Code != http.StatusOK || len(rec.Header()) != 0 {
-			t.Fatalf("wrote %q, headers %v", rec.Body.String(), rec.Header())
+		if during-before >= streams/2 {
+			t.Fatalf("%d goroutines while %d streams wait, %d before: want none added", during, streams, before)
 		}
 	})
 
@@ -215,8 +224,8 @@ func TestKeepAliveTimer(t *testing.T) {
 		// The timer is stopped: however long we look, no write follows.
 		// (A re-armed timer would fire within its 1 ms interval.)
 		time.Sleep(20 * time.Millisecond)
-		if got := w.writes.Load(); got != n || n != 1 {
-			t.Fatalf("%d writes at stop, %d later: want 1 and no more", n, got)
+		if got := w.writes.Load(); got != n || n < 1 {
+			t.Fatalf("%d writes at stop, %d later: want at least the one and no more", n, got)
 		}
 		if ct := w.Header().Get("Content-Type"); ct != "text/event-stream" {
 			t.Fatalf("Content-Type %q: the first comment sends the stream's headers", ct)

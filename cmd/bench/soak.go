@@ -142,7 +142,9 @@ type soakSample struct {
 
 // ownGoroutines is a sample's goroutines less those its connections
 // account for (one a client connection, two a provider connection); -1
-// when any was not read.
+// when any was not read. What is left is Caddy's and arcane's own, plus
+// one a request in flight (Go's server watches the client's connection
+// from a second goroutine while a handler runs).
 func (s soakSample) ownGoroutines() int64 {
 	if s.Goroutines < 0 || s.ClientConns < 0 || s.ProviderConns < 0 {
 		return -1
