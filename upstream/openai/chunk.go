@@ -71,17 +71,7 @@ func (c *Chunk) AppendContent(dst []byte) []byte {
 	if !c.valid || !c.choices.ok() || c.obj[c.choices.start] != '[' {
 		return dst
 	}
-	a := openArray(c.obj, c.choices)
-	for {
-		v, ok := a.next()
-		if !ok {
-			break
-		}
-		delta, message := fields(c.obj, v, "delta", "message")
-		dst = appendMessageText(dst, c.obj, delta)
-		dst = appendMessageText(dst, c.obj, message)
-	}
-	return dst
+	return appendChoicesText(dst, c.obj, c.choices)
 }
 
 // AppendWithModel is AppendWithModel of the chunk.

@@ -1,6 +1,7 @@
 package openai
 
 import (
+	"bytes"
 	"errors"
 	"math"
 	"strconv"
@@ -138,32 +139,52 @@ func appendMessageText(dst, b []byte, v span) []byte {
 	if !v.ok() || b[v.start] != '{' {
 		return dst
 	}
-	var reasoningContent, reasoning, content, refusal, toolCalls, functionCall span
+	var m messageText
+	m.collect(b, v.start)
+	return m.append(dst, b)
+}
+
+// messageText is where a delta or message object keeps its text: the last
+// member of each name, as encoding/json would take it.
+type messageText struct {
+	reasoningContent, reasoning, content, refusal, toolCalls, functionCall span
+}
+
+// collect walks the valid object at b[i] ('{') and records its members;
+// it returns the offset past the object, or -1 if it is not one.
+func (t *messageText) collect(b []byte, i int) int {
 	var buf [maxName]byte
-	o := openObject(b, v)
+	o := object{b: b, i: i + 1}
 	for {
 		m, ok := o.next()
 		if !ok {
-			break
+			if o.failed() {
+				return -1
+			}
+			return o.i
 		}
 		switch string(m.name(&buf)) {
 		case "reasoning_content":
-			reasoningContent = m.span
+			t.reasoningContent = m.span
 		case "reasoning":
-			reasoning = m.span
+			t.reasoning = m.span
 		case "content":
-			content = m.span
+			t.content = m.span
 		case "refusal":
-			refusal = m.span
+			t.refusal = m.span
 		case "tool_calls":
-			toolCalls = m.span
+			t.toolCalls = m.span
 		case "function_call":
-			functionCall = m.span
+			t.functionCall = m.span
 		}
 	}
-	dst = appendString(dst, b, reasoningContent)
-	dst = appendString(dst, b, reasoning)
-	if content.ok() && b[content.start] == '[' { // content parts, from some compatible servers
+}
+
+// append appends the recorded text, in its fixed order.
+func (t *messageText) append(dst, b []byte) []byte {
+	dst = appendString(dst, b, t.reasoningContent)
+	dst = appendString(dst, b, t.reasoning)
+	if content := t.content; content.ok() && b[content.start] == '[' { // content parts, from some compatible servers
 		a := openArray(b, content)
 		for {
 			e, ok := a.next()
@@ -175,8 +196,8 @@ func appendMessageText(dst, b []byte, v span) []byte {
 	} else {
 		dst = appendString(dst, b, content)
 	}
-	dst = appendString(dst, b, refusal)
-	if toolCalls.ok() && b[toolCalls.start] == '[' {
+	dst = appendString(dst, b, t.refusal)
+	if toolCalls := t.toolCalls; toolCalls.ok() && b[toolCalls.start] == '[' {
 		a := openArray(b, toolCalls)
 		for {
 			e, ok := a.next()
@@ -188,7 +209,80 @@ func appendMessageText(dst, b []byte, v span) []byte {
 			dst = appendFields(dst, b, custom, "name", "input")
 		}
 	}
-	return appendFields(dst, b, functionCall, "name", "arguments")
+	return appendFields(dst, b, t.functionCall, "name", "arguments")
+}
+
+// appendChoicesText appends the text of every choice in the array at v, in
+// one pass: each choice's members are walked once, descending into its
+// delta and message objects where they are, instead of finding each
+// choice's end, then its delta and message, then walking those again. The
+// array must come from a walk that validated it (ScanChunk's).
+func appendChoicesText(dst, b []byte, v span) []byte {
+	var buf [maxName]byte
+	b = b[:v.end]
+	i := v.start + 1 // past '['
+	for {
+		i = skipWS(b, i)
+		if i < len(b) && b[i] == ',' {
+			i = skipWS(b, i+1)
+		}
+		if i >= len(b) || b[i] == ']' {
+			return dst
+		}
+		if b[i] != '{' { // not a choice object: no text
+			if i = skip(b, i, 0); i < 0 {
+				return dst
+			}
+			continue
+		}
+		var delta, message messageText
+		i++ // past '{'
+		for {
+			i = skipWS(b, i)
+			if i < len(b) && b[i] == ',' {
+				i = skipWS(b, i+1)
+			}
+			if i >= len(b) || b[i] != '"' {
+				break // '}', the choice's end
+			}
+			end := skipValidString(b, i)
+			if end < 0 {
+				return dst
+			}
+			key := b[i+1 : end-1]
+			i = skipWS(b, end)
+			if i >= len(b) || b[i] != ':' {
+				return dst
+			}
+			i = skipWS(b, i+1)
+			var into *messageText
+			switch string(asciiName(key, bytes.IndexByte(key, '\\') >= 0, &buf)) {
+			case "delta":
+				into = &delta
+			case "message":
+				into = &message
+			}
+			if into != nil {
+				// The last member of the name wins, whatever its value.
+				*into = messageText{}
+				if i < len(b) && b[i] == '{' {
+					if i = into.collect(b, i); i < 0 {
+						return dst
+					}
+					continue
+				}
+			}
+			if i = skip(b, i, 0); i < 0 {
+				return dst
+			}
+		}
+		if i >= len(b) || b[i] != '}' {
+			return dst
+		}
+		i++
+		dst = delta.append(dst, b)
+		dst = message.append(dst, b)
+	}
 }
 
 // fields returns the values of the members named n1 and n2 (the last of

@@ -99,6 +99,10 @@ func TestAppendContent(t *testing.T) {
 		{"a repeated content takes the last, as encoding/json does", []string{`{"choices":[{"delta":{"content":"a","content":"b"}}]}`}, "b"},
 		{"fields of the wrong type are skipped", []string{`{"choices":[{"delta":{"content":5,"tool_calls":{"a":1}}},"x",{"message":{"content":"ok"}}]}`}, "ok"},
 		{"text outside choices does not count", []string{`{"content":"no","choices":[{"text":"no","delta":{"role":"assistant"}}]}`}, ""},
+		{"a repeated delta takes the last, whatever its type", []string{`{"choices":[{"delta":{"content":"a"},"delta":null},{"delta":{"content":"x"},"delta":{"content":"b"}}]}`}, "b"},
+		{"a choice's delta comes before its message, whatever their order", []string{`{"choices":[{"message":{"content":"m"},"delta":{"content":"d"}}]}`}, "dm"},
+		{"escaped and spaced keys are keys", []string{"{ \"choices\" : [ { \"d\\u0065lta\" : { \"c\\u006fntent\" : \"a\" } } , { \"index\" : 1 , \"message\" : { \"content\" : \"b\" } } ] }"}, "ab"},
+		{"nested values before the delta are skipped", []string{`{"choices":[{"logprobs":{"content":[{"token":"no","bytes":[1,2]}]},"x":[{"delta":{"content":"no"}}],"delta":{"content":"yes","extra":{"content":"no"}}}]}`}, "yes"},
 		{"malformed JSON gives nothing", []string{`{"choices":[{"delta":{"content":"a"}}]`}, ""},
 		{"the done marker gives nothing", []string{`[DONE]`}, ""},
 	}
