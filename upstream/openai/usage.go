@@ -134,16 +134,6 @@ func AppendContent(dst, obj []byte) []byte {
 	return c.AppendContent(dst)
 }
 
-// appendMessageText appends the text of the delta or message object at v.
-func appendMessageText(dst, b []byte, v span) []byte {
-	if !v.ok() || b[v.start] != '{' {
-		return dst
-	}
-	var m messageText
-	m.collect(b, v.start)
-	return m.append(dst, b)
-}
-
 // messageText is where a delta or message object keeps its text: the last
 // member of each name, as encoding/json would take it.
 type messageText struct {
