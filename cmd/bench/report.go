@@ -185,7 +185,7 @@ func (t *targetResult) summarize(stream bool) {
 	)
 	t.ReqPerSecMin, t.ReqPerSecMax = math.Inf(1), 0
 	for _, w := range t.Windows {
-		w.LatencyP99Ms, w.TTFBP99Ms = ms(percentile(sortedCopy(w.latency), 99)), ms(percentile(sortedCopy(w.ttfb), 99))
+		w.LatencyP99Ms, w.TTFBP99Ms = p99(w.latency), p99(w.ttfb)
 		secs += w.Seconds
 		requests += w.Requests
 		events += w.Events
@@ -264,13 +264,6 @@ func percentile(sorted []time.Duration, p float64) time.Duration {
 	rank := int(math.Ceil(p / 100 * float64(n)))
 	rank = min(max(rank, 1), n)
 	return sorted[rank-1]
-}
-
-// sortedCopy is d sorted, leaving d as it is.
-func sortedCopy(d []time.Duration) []time.Duration {
-	c := slices.Clone(d)
-	slices.Sort(c)
-	return c
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

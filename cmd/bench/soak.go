@@ -436,7 +436,7 @@ func (b *bencher) soakRamp(ctx context.Context, t target, closed float64) []soak
 		if cpu1, err := cpuTime(t.pid); err == nil && cpuErr == nil {
 			st.CPU = 100 * (cpu1 - cpu0).Seconds() / time.Since(start).Seconds()
 		}
-		st.Served = st.Errors == 0 && float64(st.Late) <= 0.01*float64(st.Scheduled) && st.P99Ms <= ms(soakStepP99)
+		st.Served = st.Errors == 0 && float64(st.Late) <= goalMaxLateRate*float64(st.Scheduled) && st.P99Ms <= ms(soakStepP99)
 		steps = append(steps, st)
 		if !st.Served {
 			break

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -77,7 +78,7 @@ func countConns(table []byte, inodes map[string]bool, inPort int, outPorts []int
 		switch {
 		case local == inPort:
 			in++
-		case containsPort(outPorts, remote):
+		case slices.Contains(outPorts, remote):
 			out++
 		}
 	}
@@ -92,15 +93,6 @@ func hexPort(addr string) (int, error) {
 	}
 	p, err := strconv.ParseUint(port, 16, 16)
 	return int(p), err
-}
-
-func containsPort(ports []int, p int) bool {
-	for _, q := range ports {
-		if q == p {
-			return true
-		}
-	}
-	return false
 }
 
 // addrPort is the port of host:port, or 0.
