@@ -339,11 +339,12 @@ func applyRows(tx *bolt.Tx, rows []journalRow) error {
 	if len(rows) == 0 {
 		return nil
 	}
-	ledger, requests, accounts := tx.Bucket(bucketLedger), tx.Bucket(bucketRequests), tx.Bucket(bucketAccounts)
+	requests, accounts := tx.Bucket(bucketRequests), tx.Bucket(bucketAccounts)
+	requests.FillPercent = requestsFill
 	balances := make(map[string]Amount, 4)
 	for i := range rows {
 		e := &rows[i].Entry
-		b, err := ledger.CreateBucketIfNotExists([]byte(e.AccountID))
+		b, err := ledgerOf(tx, e.AccountID)
 		if err != nil {
 			return err
 		}
