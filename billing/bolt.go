@@ -51,7 +51,10 @@ var (
 // the page cache and in every apply's writes. Request ids sort by the time
 // a request began but are indexed when it settles, a stream's seconds
 // later, so the index's last pages still take ids out of order: they keep
-// a tenth free for them.
+// a tenth free for them. (Split full, a page would split again for the
+// first late id, into a full page and an almost empty one:
+// TestLedgerFillsItsPages finds the index 91% used at 0.9, 46% at 1.0 and
+// 51% at bbolt's default.)
 const (
 	ledgerFill   = 1.0
 	requestsFill = 0.9
