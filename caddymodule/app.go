@@ -72,6 +72,16 @@ type App struct {
 	// models but not every model.
 	DefaultImageTokens int64 `json:"default_image_tokens,omitempty"`
 
+	// DefaultContextLength is the context length a balance hold assumes
+	// for a request with a file part (a document by file_id or inline),
+	// on a model with no context_length. Nothing in such a request bounds
+	// its prompt but the model's context: a file_id is a few bytes naming
+	// a document the provider holds, and a PDF is billed as the text and
+	// an image of every page. Default: 1000000, the largest context of
+	// the common models; set context_length on every model that takes
+	// files.
+	DefaultContextLength int64 `json:"default_context_length,omitempty"`
+
 	// Failover bounds how a request moves on from a failing deployment to
 	// the next.
 	Failover *FailoverConfig `json:"failover,omitempty"`
@@ -118,6 +128,8 @@ type App struct {
 	defaultMaxOutput int64
 	// defaultImageTokens is DefaultImageTokens or its default.
 	defaultImageTokens int64
+	// defaultContext is DefaultContextLength or its default.
+	defaultContext int64
 	// overloadWait is OverloadWait or its default.
 	overloadWait time.Duration
 	// healthKeys are the deployment health entries this config holds.
@@ -208,6 +220,10 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if a.defaultImageTokens == 0 {
 		a.defaultImageTokens = 2000
 	}
+	a.defaultContext = a.DefaultContextLength
+	if a.defaultContext == 0 {
+		a.defaultContext = 1_000_000
+	}
 	a.overloadWait = time.Duration(a.OverloadWait)
 	if a.overloadWait == 0 {
 		a.overloadWait = 10 * time.Second
@@ -246,6 +262,9 @@ func (a *App) Validate() error {
 	}
 	if a.DefaultImageTokens < 0 {
 		return fmt.Errorf("default_image_tokens must not be negative")
+	}
+	if a.DefaultContextLength < 0 {
+		return fmt.Errorf("default_context_length must not be negative")
 	}
 	if a.KeyCacheSize < 0 {
 		return fmt.Errorf("key_cache_size must not be negative")

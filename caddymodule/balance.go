@@ -31,7 +31,9 @@ func init() {
 // cached-input and cache-write prices: the provider decides which part of
 // a prompt it reads from or writes to its cache), and for each image (by
 // URL or inline) the model's image_tokens (else the app's
-// default_image_tokens) at that price too, plus n times the output
+// default_image_tokens) at that price too (with a file part, at least the
+// model's context_length, else the app's default_context_length, as
+// nothing else bounds what a document costs), plus n times the output
 // cap (max_completion_tokens or max_tokens, at most the model's
 // max_output_tokens; else the model's max_output_tokens; else the app's
 // default_max_output_tokens) at the output price. If the account's balance minus its open holds does not
@@ -202,15 +204,31 @@ func billingUsage(u openai.Usage) billing.Usage {
 // the messages outweighs the chat template's few tokens per message) plus
 // the image bound for each image part (one given by URL is a few bytes the
 // provider fetches and bills by its pixels, and even an inline one can cost
-// more tokens than its base64: a 1x1 PNG is a whole tile); n times the
-// output cap for the completion. It says nothing of the cache: priced with
-// Price.Worst, every prompt token is at its dearest.
+// more tokens than its base64: a 1x1 PNG is a whole tile), and, with a file
+// part, at least the model's context length (a file_id names a document the
+// provider holds, and a PDF is billed by its pages: only the context bounds
+// what a file costs); n times the output cap for the completion. It says
+// nothing of the cache: priced with Price.Worst, every prompt token is at
+// its dearest.
 func (c *call) worstCase(a *App) billing.Usage {
 	images := satMul(int64(c.Chat.Images), a.imageTokens(c.Model))
+	prompt := satAdd(int64(len(c.Body)), images)
+	if c.Chat.Files > 0 {
+		prompt = max(prompt, a.contextLength(c.Model))
+	}
 	return billing.Usage{
-		PromptTokens:     satAdd(int64(len(c.Body)), images),
+		PromptTokens:     prompt,
 		CompletionTokens: satMul(max(c.Chat.N, 1), a.outputCap(c.Model, c.Chat.MaxTokens)),
 	}
+}
+
+// contextLength is the most prompt tokens a request to m can have: the
+// model's context_length, else the default.
+func (a *App) contextLength(m *upstream.Model) int64 {
+	if m.ContextLength > 0 {
+		return m.ContextLength
+	}
+	return a.defaultContext
 }
 
 // imageTokens is the most prompt tokens one image may cost on m:

@@ -39,20 +39,23 @@ import (
 // Nothing sleeps or polls; the upstream handlers report over channels.
 
 // balanceModels adds to chatArcane's catalog two models with round prices
-// (2 and 10 micro-dollars a token), one with an output cap and an image
-// bound and one with neither, and sets the output cap assumed for the
-// latter (its image bound is the built-in default, 2000).
+// (2 and 10 micro-dollars a token), one with an output cap, an image bound
+// and a context length and one with none, and sets the output cap and
+// context length assumed for the latter (its image bound is the built-in
+// default, 2000).
 const balanceModels = `model metered {
 			deploy up metered-up
 			price input 2 output 10
 			max_output_tokens 1000
 			image_tokens 1000
+			context_length 8000
 		}
 		model uncapped {
 			deploy up uncapped-up
 			price input 2 output 10
 		}
-		default_max_output_tokens 2000`
+		default_max_output_tokens 2000
+		default_context_length 50000`
 
 const (
 	meteredModel  = "metered"
@@ -97,10 +100,32 @@ func (p testPrice) worst(body string, n, outputCap int64) billing.Amount {
 // worstWithImages is worst for a body whose images are bounded by
 // imageTokens prompt tokens in all.
 func (p testPrice) worstWithImages(body string, imageTokens, n, outputCap int64) billing.Amount {
+	return p.worstPrompt(int64(len(body))+imageTokens, n, outputCap)
+}
+
+// worstPrompt is the hold for prompt tokens and n times the output cap.
+func (p testPrice) worstPrompt(prompt, n, outputCap int64) billing.Amount {
 	perPrompt := max(p.input, p.cachedInput, p.cacheWrite)
-	pico := (int64(len(body))+imageTokens)*perPrompt + n*outputCap*p.output
+	pico := prompt*perPrompt + n*outputCap*p.output
 	return billing.Amount((pico + 500_000) / 1_000_000)
 }
+
+// fileBody is a chat request for model whose user message asks about the
+// documents in parts, file content parts.
+func fileBody(model string, parts ...string) string {
+	content := `{"type":"text","text":"Summarize these documents."}`
+	for _, p := range parts {
+		content += "," + p
+	}
+	return `{"model":"` + model + `","messages":[{"role":"user","content":[` + content + `]}]}`
+}
+
+const (
+	fileByID = `{"type":"file","file":{"file_id":"file-6F2ksmvXxt4VdoqmHRw6kL"}}`
+	// filePDF is a one-page PDF inline: a few hundred bytes, billed as
+	// the page's image and text.
+	filePDF = `{"type":"file","file":{"filename":"page.pdf","file_data":"data:application/pdf;base64,JVBERi0xLjQKMSAwIG9iajw8L1R5cGUvQ2F0YWxvZy9QYWdlcyAyIDAgUj4+ZW5kb2JqCjIgMCBvYmo8PC9UeXBlL1BhZ2VzL0tpZHNbMyAwIFJdL0NvdW50IDE+PmVuZG9iagozIDAgb2JqPDwvVHlwZS9QYWdlL1BhcmVudCAyIDAgUi9NZWRpYUJveFswIDAgNjEyIDc5Ml0+PmVuZG9iagp0cmFpbGVyPDwvUm9vdCAxIDAgUj4+"}}`
+)
 
 // imageBody is a chat request for model whose user message asks about
 // images at urls.
@@ -1290,6 +1315,7 @@ func TestBalanceHoldFollowsTheOutputCap(t *testing.T) {
 		price              testPrice
 		n, outputCap       int64
 		imageTokens        int64
+		prompt             int64 // the prompt tokens held, instead of the body's bytes and imageTokens
 	}{
 		{name: "without max_tokens the model's max_output_tokens is held", model: meteredModel, price: meteredPrice, n: 1, outputCap: 1000},
 		{name: "max_tokens lowers the hold", model: meteredModel, extra: `,"max_tokens":10`, price: meteredPrice, n: 1, outputCap: 10},
@@ -1306,6 +1332,11 @@ func TestBalanceHoldFollowsTheOutputCap(t *testing.T) {
 		{name: "an image inline as a data: URL adds image_tokens to its bytes: a tiny one costs more than them", body: imageBody(meteredModel, pixelURL), price: meteredPrice, n: 1, outputCap: 1000, imageTokens: 1000},
 		{name: "inline and URL images add alike", body: imageBody(meteredModel, pixelURL, catURL), price: meteredPrice, n: 1, outputCap: 1000, imageTokens: 2 * 1000},
 		{name: "a model without image_tokens adds the default 2000 per image", body: imageBody(uncappedModel, catURL), price: meteredPrice, n: 1, outputCap: 2000, imageTokens: 2000},
+		{name: "a file by id holds the model's context_length of prompt", body: fileBody(meteredModel, fileByID), price: meteredPrice, n: 1, outputCap: 1000, prompt: 8000},
+		{name: "an inline file holds the context_length too: a PDF is billed by its pages, not its bytes", body: fileBody(meteredModel, filePDF), price: meteredPrice, n: 1, outputCap: 1000, prompt: 8000},
+		{name: "two files hold one context: together they cannot exceed it", body: fileBody(meteredModel, fileByID, filePDF), price: meteredPrice, n: 1, outputCap: 1000, prompt: 8000},
+		{name: "a file on a model without context_length holds default_context_length", body: fileBody(uncappedModel, fileByID), price: meteredPrice, n: 1, outputCap: 2000, prompt: 50000},
+		{name: "a file whose body outweighs the context holds the body's bytes", body: fileBody(meteredModel, fileByID, `{"type":"text","text":"`+strings.Repeat("x", 9000)+`"}`), price: meteredPrice, n: 1, outputCap: 1000},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			body := tc.body
@@ -1313,6 +1344,9 @@ func TestBalanceHoldFollowsTheOutputCap(t *testing.T) {
 				body = chatBody(tc.model, tc.extra)
 			}
 			want := tc.price.worstWithImages(body, tc.imageTokens, tc.n, tc.outputCap)
+			if tc.prompt > 0 {
+				want = tc.price.worstPrompt(tc.prompt, tc.n, tc.outputCap)
+			}
 			t.Run("an account with exactly the hold is admitted", func(t *testing.T) { fits(t, body, want) })
 			t.Run("an account one micro-dollar short is refused", func(t *testing.T) { short(t, body, want) })
 		})
@@ -1391,6 +1425,33 @@ func TestWorstCaseBoundsImagesByURL(t *testing.T) {
 			w := c.worstCase(a)
 			if w.PromptTokens != tc.wantPrompt || w.CompletionTokens != 10 {
 				t.Errorf("worst case %d prompt and %d completion tokens, want %d and 10", w.PromptTokens, w.CompletionTokens, tc.wantPrompt)
+			}
+		})
+	}
+}
+
+func TestWorstCaseBoundsFilesByContext(t *testing.T) {
+	a := &App{defaultImageTokens: 1500, defaultMaxOutput: 10, defaultContext: 100_000}
+	known := &upstream.Model{ID: "known", ContextLength: 8000, ImageTokens: 700}
+	unknown := &upstream.Model{ID: "unknown"}
+	for _, tc := range []struct {
+		name          string
+		model         *upstream.Model
+		body          string
+		images, files int
+		wantPrompt    int64
+	}{
+		{"no files: the body's bytes", known, "0123456789", 0, 0, 10},
+		{"a file: the model's context_length", known, "0123456789", 0, 1, 8000},
+		{"files share one context", known, "0123456789", 0, 3, 8000},
+		{"a file on a model without context_length: the default", unknown, "0123456789", 0, 1, 100_000},
+		{"bytes and images above the context are kept", known, "0123456789", 12, 1, 10 + 12*700},
+		{"no files: the context does not lower the bound", known, strings.Repeat("x", 9000), 0, 0, 9000},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &call{Body: []byte(tc.body), Model: tc.model, Chat: &wire.Request{N: 1, Images: tc.images, Files: tc.files}}
+			if w := c.worstCase(a); w.PromptTokens != tc.wantPrompt {
+				t.Errorf("worst case %d prompt tokens, want %d", w.PromptTokens, tc.wantPrompt)
 			}
 		})
 	}

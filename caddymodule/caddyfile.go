@@ -40,6 +40,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //		max_request_body <size>
 //		default_max_output_tokens <n>
 //		default_image_tokens <n>
+//		default_context_length <n>
 //		request_timeout <duration>
 //		stream_keepalive <duration>
 //		overload_wait   <duration>
@@ -149,7 +150,7 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("open_timeout %q: %v", d.Val(), err)
 			}
 			a.OpenTimeout = caddy.Duration(dur)
-		case "key_cache_size", "default_max_output_tokens", "default_image_tokens":
+		case "key_cache_size", "default_max_output_tokens", "default_image_tokens", "default_context_length":
 			if !d.NextArg() {
 				return d.ArgErr()
 			}
@@ -162,8 +163,10 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				a.KeyCacheSize = n
 			case "default_max_output_tokens":
 				a.DefaultMaxOutputTokens = n
-			default:
+			case "default_image_tokens":
 				a.DefaultImageTokens = n
+			default:
+				a.DefaultContextLength = n
 			}
 		case "demo":
 			a.Demo = true

@@ -126,15 +126,23 @@ func FuzzScanRequest(f *testing.F) {
 		if r.N < 1 || r.N > maxN || r.MaxTokens < 0 {
 			t.Fatalf("n %d, max tokens %d", r.N, r.MaxTokens)
 		}
-		// The image count errs high, never low: at least what a decoder
-		// that keeps the last of repeated keys sees, at most the parts.
-		low, parts := refImages(messages)
-		if r.Images < low || r.Images > parts {
-			t.Fatalf("%d images; encoding/json sees %d among %d parts", r.Images, low, parts)
+		// The image and file counts err high, never low: at least what a
+		// decoder that keeps the last of repeated keys sees, at most the
+		// parts.
+		images, files, parts := refParts(messages)
+		if r.Images < images || r.Images > parts {
+			t.Fatalf("%d images; encoding/json sees %d among %d parts", r.Images, images, parts)
 		}
-		// A part is an image only when its type decodes to image_url.
+		if r.Files < files || r.Files > parts {
+			t.Fatalf("%d files; encoding/json sees %d among %d parts", r.Files, files, parts)
+		}
+		// A part is an image only when its type decodes to image_url, a
+		// file when it decodes to file.
 		if r.Images > 0 && !bytes.Contains(body, []byte("image_url")) && !bytes.Contains(body, []byte(`\u`)) {
 			t.Fatalf("%d images in a body that never says image_url", r.Images)
+		}
+		if r.Files > 0 && !bytes.Contains(body, []byte(`"file"`)) && !bytes.Contains(body, []byte(`\u`)) {
+			t.Fatalf("%d files in a body that never says \"file\"", r.Files)
 		}
 
 		const upstream = "up\"stream\u2028\x01"
@@ -145,15 +153,16 @@ func FuzzScanRequest(f *testing.F) {
 			t.Fatalf("the upstream body is refused: %v\n%s", err, out)
 		}
 		if again.Model != upstream || again.IncludeUsage != r.Stream || again.Messages != r.Messages || again.MaxTokens != r.MaxTokens ||
-			again.Images != r.Images {
+			again.Images != r.Images || again.Files != r.Files {
 			t.Fatalf("the upstream body scans as %+v, from %+v", again, r)
 		}
 	})
 }
 
-// refImages is Request.Images over decoded messages, which keep only the
-// last of repeated keys, and the number of object content parts.
-func refImages(messages []any) (images, parts int) {
+// refParts is Request.Images and Request.Files over decoded messages,
+// which keep only the last of repeated keys, and the number of object
+// content parts.
+func refParts(messages []any) (images, files, parts int) {
 	for _, msg := range messages {
 		mm, _ := msg.(map[string]any)
 		content, _ := mm["content"].([]any)
@@ -164,14 +173,19 @@ func refImages(messages []any) (images, parts int) {
 			}
 			parts++
 			for k, v := range part {
-				if strings.EqualFold(k, "type") && v == "image_url" {
-					images++
+				if strings.EqualFold(k, "type") {
+					switch v {
+					case "image_url":
+						images++
+					case "file":
+						files++
+					}
 					break
 				}
 			}
 		}
 	}
-	return images, parts
+	return images, files, parts
 }
 
 // FuzzAppendWithModel checks that a JSON object stays one, with the new model.

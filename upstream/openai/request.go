@@ -42,6 +42,14 @@ type Request struct {
 	// last repeat wins) and others with case-sensitive decoders that keep
 	// the first.
 	Images int
+	// Files is the number of file parts: content parts of type file, a
+	// document given by file_id or inline as file_data. Nothing in the
+	// request bounds what one costs: a file_id is a few bytes naming a
+	// document the provider holds, and a PDF is billed as the text and an
+	// image of every page, which a small inline file can hold thousands
+	// of. The hold bounds such a prompt by the model's context length.
+	// Counted as Images is: erring high.
+	Files int
 
 	size     int  // len(body) scanned; AppendUpstream refuses any other body
 	open     int  // offset of the top-level '{'
@@ -162,7 +170,7 @@ func ScanRequest(body []byte) (Request, error) {
 	if r.Model, err = scanModel(body, r.model); err != nil {
 		return Request{}, err
 	}
-	if r.Messages, r.Images, err = scanMessages(body, f.messages); err != nil {
+	if r.Messages, r.Images, r.Files, err = scanMessages(body, f.messages); err != nil {
 		return Request{}, err
 	}
 	if r.Stream, err = optionalBool(body, f.stream, "stream"); err != nil {
@@ -221,13 +229,13 @@ func scanModel(b []byte, v span) (string, *RequestError) {
 }
 
 // scanMessages checks the messages and returns how many there are and how
-// many images they hold.
-func scanMessages(b []byte, v span) (n, images int, err *RequestError) {
+// many image and file parts they hold.
+func scanMessages(b []byte, v span) (n, images, files int, err *RequestError) {
 	if !v.ok() {
-		return 0, 0, missing("messages")
+		return 0, 0, 0, missing("messages")
 	}
 	if b[v.start] != '[' {
-		return 0, 0, wrongType(b, v, "messages", "an array")
+		return 0, 0, 0, wrongType(b, v, "messages", "an array")
 	}
 	a := openArray(b, v)
 	for {
@@ -235,25 +243,30 @@ func scanMessages(b []byte, v span) (n, images int, err *RequestError) {
 		if !ok {
 			break
 		}
-		imgs, err := scanMessage(b, e, n)
+		p, err := scanMessage(b, e, n)
 		if err != nil {
-			return 0, 0, err
+			return 0, 0, 0, err
 		}
-		images += imgs
+		images += p.images
+		files += p.files
 		n++
 	}
 	if n == 0 {
-		return 0, 0, &RequestError{Param: "messages", Code: codeValue,
+		return 0, 0, 0, &RequestError{Param: "messages", Code: codeValue,
 			Message: "Invalid 'messages': expected an array with at least 1 message, but got an empty array instead."}
 	}
-	return n, images, nil
+	return n, images, files, nil
 }
 
-// scanMessage checks messages[i] and returns how many images its content
-// holds (Request.Images).
-func scanMessage(b []byte, v span, i int) (int, *RequestError) {
+// partCounts is how many image and file parts a message's content holds
+// (Request.Images, Request.Files).
+type partCounts struct{ images, files int }
+
+// scanMessage checks messages[i] and counts the image and file parts of
+// its content.
+func scanMessage(b []byte, v span, i int) (partCounts, *RequestError) {
 	if b[v.start] != '{' {
-		return 0, wrongType(b, v, messageParam(i, ""), "an object")
+		return partCounts{}, wrongType(b, v, messageParam(i, ""), "an object")
 	}
 	var role, content span
 	var buf [maxName]byte
@@ -266,25 +279,25 @@ func scanMessage(b []byte, v span, i int) (int, *RequestError) {
 		switch string(m.name(&buf)) {
 		case "role":
 			if role.ok() {
-				return 0, duplicate(messageParam(i, "role"))
+				return partCounts{}, duplicate(messageParam(i, "role"))
 			}
 			role = m.span
 		case "content":
 			if content.ok() {
-				return 0, duplicate(messageParam(i, "content"))
+				return partCounts{}, duplicate(messageParam(i, "content"))
 			}
 			content = m.span
 		}
 	}
 	if !role.ok() {
-		return 0, missing(messageParam(i, "role"))
+		return partCounts{}, missing(messageParam(i, "role"))
 	}
 	if b[role.start] != '"' {
-		return 0, wrongType(b, role, messageParam(i, "role"), "a string")
+		return partCounts{}, wrongType(b, role, messageParam(i, "role"), "a string")
 	}
 	kind := roleOf(b, role)
 	if kind == roleOther {
-		return 0, &RequestError{Param: messageParam(i, "role"), Code: codeValue,
+		return partCounts{}, &RequestError{Param: messageParam(i, "role"), Code: codeValue,
 			Message: "Invalid value for '" + messageParam(i, "role") + "': supported values are 'system', " +
 				"'developer', 'user', 'assistant', 'tool' and 'function'."}
 	}
@@ -293,52 +306,61 @@ func scanMessage(b []byte, v span, i int) (int, *RequestError) {
 	nullable := kind == roleAssistant || kind == roleFunction
 	if !content.ok() {
 		if kind == roleAssistant {
-			return 0, nil
+			return partCounts{}, nil
 		}
-		return 0, missing(messageParam(i, "content"))
+		return partCounts{}, missing(messageParam(i, "content"))
 	}
 	switch b[content.start] {
 	case '"':
-		return 0, nil
+		return partCounts{}, nil
 	case '[':
-		return images(b, content), nil
+		return parts(b, content), nil
 	case 'n':
 		if nullable {
-			return 0, nil
+			return partCounts{}, nil
 		}
 	}
-	return 0, wrongType(b, content, messageParam(i, "content"), "a string or an array of content parts")
+	return partCounts{}, wrongType(b, content, messageParam(i, "content"), "a string or an array of content parts")
 }
 
-// images counts the image parts in the array at v (see Request.Images).
-// Elements that are not objects are not parts this gateway reads: the
-// upstream judges them.
-func images(b []byte, v span) int {
-	n := 0
+// parts counts the image and file parts in the array at v (see
+// Request.Images and Request.Files). Elements that are not objects are not
+// parts this gateway reads: the upstream judges them.
+func parts(b []byte, v span) partCounts {
+	var n partCounts
 	a := openArray(b, v)
 	for {
 		p, ok := a.next()
 		if !ok {
 			return n
 		}
-		if b[p.start] == '{' && isImage(b, p) {
-			n++
+		if b[p.start] == '{' {
+			image, file := partTypes(b, p)
+			if image {
+				n.images++
+			}
+			if file {
+				n.files++
+			}
 		}
 	}
 }
 
-// isImage reports whether the content part at v, an object, is an image
-// part: some member whose key folds to "type" is "image_url".
-func isImage(b []byte, v span) bool {
+// partTypes reports whether the content part at v, an object, is an image
+// part (some member whose key folds to "type" is "image_url") and whether
+// it is a file part (some such member is "file"). A part whose type is
+// repeated with both is counted as both.
+func partTypes(b []byte, v span) (image, file bool) {
 	var buf [maxName]byte
 	o := openObject(b, v)
 	for {
 		m, ok := o.next()
 		if !ok {
-			return false
+			return image, file
 		}
-		if foldEqual(m.name(&buf), "type") && isStringValue(b, m.span, "image_url") {
-			return true
+		if foldEqual(m.name(&buf), "type") {
+			image = image || isStringValue(b, m.span, "image_url")
+			file = file || isStringValue(b, m.span, "file")
 		}
 	}
 }

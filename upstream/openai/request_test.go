@@ -231,3 +231,46 @@ func TestScanRequestCountsImages(t *testing.T) {
 		})
 	}
 }
+
+func TestScanRequestCountsFiles(t *testing.T) {
+	const (
+		byID   = `{"type":"file","file":{"file_id":"file-6F2ksmvXxt4VdoqmHRw6kL"}}`
+		inline = `{"type":"file","file":{"filename":"a.pdf","file_data":"data:application/pdf;base64,JVBERi0xLjQK"}}`
+		image  = `{"type":"image_url","image_url":{"url":"https://example.com/cat.png"}}`
+		text   = `{"type":"text","text":"summarize this \"file\""}`
+		before = `{"model":"m","messages":[`
+		after  = `]}`
+	)
+	user := func(parts ...string) string {
+		return `{"role":"user","content":[` + strings.Join(parts, ",") + `]}`
+	}
+	for _, tc := range []struct {
+		name          string
+		body          string
+		files, images int
+	}{
+		{"string content holds no file, whatever it says", before + `{"role":"user","content":"` + strings.ReplaceAll(byID, `"`, `\"`) + `"}` + after, 0, 0},
+		{"text parts are not files", before + user(text) + after, 0, 0},
+		{"a file by id counts", before + user(text, byID) + after, 1, 0},
+		{"an inline file counts: a PDF is billed by its pages, not its bytes", before + user(inline) + after, 1, 0},
+		{"files and images are counted apart", before + user(byID, image, inline) + `,{"role":"assistant","content":"ok"},` + user(image) + after, 2, 2},
+		{"files count in any role", before + `{"role":"system","content":[` + byID + `]}` + after, 1, 0},
+		{"a file part without a file counts: we cannot tell what it costs", before + user(`{"type":"file"}`) + after, 1, 0},
+		{"keys in another case count, as Go's encoding/json reads them", before + user(`{"TYPE":"file","File":{"file_id":"x"}}`) + after, 1, 0},
+		{"a type written with escapes counts", before + user(`{"typ\u0065":"fil\u0065","file":{"file_id":"x"}}`) + after, 1, 0},
+		{"a part typed file in any repeat counts", before + user(`{"type":"text","type":"file","file":{"file_id":"x"}}`) + after, 1, 0},
+		{"a part typed both ways counts as both", before + user(`{"type":"file","type":"image_url"}`) + after, 1, 1},
+		{"a type in another case is not file", before + user(`{"type":"File","file":{"file_id":"x"}}`) + after, 0, 0},
+		{"a file key without the type is not a file part", before + user(`{"type":"text","text":"a","file":{"file_id":"x"}}`) + after, 0, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := ScanRequest([]byte(tc.body))
+			if err != nil {
+				t.Fatalf("ScanRequest: %v", err)
+			}
+			if r.Files != tc.files || r.Images != tc.images {
+				t.Errorf("Files = %d and Images = %d, want %d and %d", r.Files, r.Images, tc.files, tc.images)
+			}
+		})
+	}
+}
