@@ -59,7 +59,7 @@ func BenchmarkApplyRows(b *testing.B) {
 				apply(rows)
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*256), "ns/row")
-			// Pages an apply writes (a pwrite each) and the file grows by.
+			// Pages an apply writes (a pwrite each).
 			after := s.db.Stats().TxStats
 			b.ReportMetric(float64(after.GetPageCount()-before.GetPageCount())/float64(b.N), "pages/op")
 		})

@@ -77,9 +77,9 @@ type App struct {
 	// on a model with no context_length. Nothing in such a request bounds
 	// its prompt but the model's context: a file_id is a few bytes naming
 	// a document the provider holds, and a PDF is billed as the text and
-	// an image of every page. Default: 1000000, the largest context of
-	// the common models; set context_length on every model that takes
-	// files.
+	// an image of every page. Default: 2097152, the largest context of a
+	// common model (Gemini 1.5 Pro's); set context_length on every model
+	// that takes files.
 	DefaultContextLength int64 `json:"default_context_length,omitempty"`
 
 	// Failover bounds how a request moves on from a failing deployment to
@@ -222,7 +222,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 	a.defaultContext = a.DefaultContextLength
 	if a.defaultContext == 0 {
-		a.defaultContext = 1_000_000
+		a.defaultContext = 2_097_152
 	}
 	a.overloadWait = time.Duration(a.OverloadWait)
 	if a.overloadWait == 0 {

@@ -199,25 +199,34 @@ func billingUsage(u openai.Usage) billing.Usage {
 		CacheWriteTokens: u.CacheWriteTokens, CompletionTokens: u.CompletionTokens}
 }
 
-// worstCase bounds the tokens a chat request can use: for the prompt, its
+// worstCase bounds the tokens a chat request can use, for its balance
+// hold: requestBound, and, with a file part, at least the model's context
+// length for the prompt (a file_id names a document the provider holds, and
+// a PDF is billed by its pages: only the context bounds what a file costs).
+// It says nothing of the cache: priced with Price.Worst, every prompt token
+// is at its dearest.
+func (c *call) worstCase(a *App) billing.Usage {
+	u := c.requestBound(a)
+	if c.Chat.Files > 0 {
+		u.PromptTokens = max(u.PromptTokens, a.contextLength(c.Model))
+	}
+	return u
+}
+
+// requestBound is what the request itself bounds: for the prompt, its
 // body's bytes (a token is at least one byte of text, and the JSON around
 // the messages outweighs the chat template's few tokens per message) plus
 // the image bound for each image part (one given by URL is a few bytes the
 // provider fetches and bills by its pixels, and even an inline one can cost
-// more tokens than its base64: a 1x1 PNG is a whole tile), and, with a file
-// part, at least the model's context length (a file_id names a document the
-// provider holds, and a PDF is billed by its pages: only the context bounds
-// what a file costs); n times the output cap for the completion. It says
-// nothing of the cache: priced with Price.Worst, every prompt token is at
-// its dearest.
-func (c *call) worstCase(a *App) billing.Usage {
+// more tokens than its base64: a 1x1 PNG is a whole tile); n times the
+// output cap for the completion. arcane_limit reserves it: the limiter's
+// reservation is corrected to the tokens used, so it needs no context
+// floor, which would take a key's whole per-minute budget for every
+// request with a file.
+func (c *call) requestBound(a *App) billing.Usage {
 	images := satMul(int64(c.Chat.Images), a.imageTokens(c.Model))
-	prompt := satAdd(int64(len(c.Body)), images)
-	if c.Chat.Files > 0 {
-		prompt = max(prompt, a.contextLength(c.Model))
-	}
 	return billing.Usage{
-		PromptTokens:     prompt,
+		PromptTokens:     satAdd(int64(len(c.Body)), images),
 		CompletionTokens: satMul(max(c.Chat.N, 1), a.outputCap(c.Model, c.Chat.MaxTokens)),
 	}
 }

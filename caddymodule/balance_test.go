@@ -40,9 +40,9 @@ import (
 
 // balanceModels adds to chatArcane's catalog two models with round prices
 // (2 and 10 micro-dollars a token), one with an output cap, an image bound
-// and a context length and one with none, and sets the output cap and
-// context length assumed for the latter (its image bound is the built-in
-// default, 2000).
+// and a context length and one with none, and sets the output cap assumed
+// for the latter (its image bound and context length are the built-in
+// defaults, 2000 and 2,097,152).
 const balanceModels = `model metered {
 			deploy up metered-up
 			price input 2 output 10
@@ -54,8 +54,7 @@ const balanceModels = `model metered {
 			deploy up uncapped-up
 			price input 2 output 10
 		}
-		default_max_output_tokens 2000
-		default_context_length 50000`
+		default_max_output_tokens 2000`
 
 const (
 	meteredModel  = "metered"
@@ -1335,7 +1334,7 @@ func TestBalanceHoldFollowsTheOutputCap(t *testing.T) {
 		{name: "a file by id holds the model's context_length of prompt", body: fileBody(meteredModel, fileByID), price: meteredPrice, n: 1, outputCap: 1000, prompt: 8000},
 		{name: "an inline file holds the context_length too: a PDF is billed by its pages, not its bytes", body: fileBody(meteredModel, filePDF), price: meteredPrice, n: 1, outputCap: 1000, prompt: 8000},
 		{name: "two files hold one context: together they cannot exceed it", body: fileBody(meteredModel, fileByID, filePDF), price: meteredPrice, n: 1, outputCap: 1000, prompt: 8000},
-		{name: "a file on a model without context_length holds default_context_length", body: fileBody(uncappedModel, fileByID), price: meteredPrice, n: 1, outputCap: 2000, prompt: 50000},
+		{name: "a file on a model without context_length holds default_context_length", body: fileBody(uncappedModel, fileByID), price: meteredPrice, n: 1, outputCap: 2000, prompt: 2_097_152},
 		{name: "a file whose body outweighs the context holds the body's bytes", body: fileBody(meteredModel, fileByID, `{"type":"text","text":"`+strings.Repeat("x", 9000)+`"}`), price: meteredPrice, n: 1, outputCap: 1000},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

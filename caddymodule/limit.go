@@ -180,8 +180,8 @@ func (h *Limit) admit(w http.ResponseWriter, r *http.Request) *call {
 		return nil
 	}
 	key := &c.Principal.Key
-	worst := c.worstCase(h.app)
-	estimate := satAdd(worst.PromptTokens, worst.CompletionTokens)
+	bound := c.requestBound(h.app)
+	estimate := satAdd(bound.PromptTokens, bound.CompletionTokens)
 
 	keyReq, keyTok := h.Requests.limit(), h.Tokens.limit()
 	if key.RPM > 0 {

@@ -307,6 +307,19 @@ func TestLimitHeaders(t *testing.T) {
 		assertRateHeaders(t, resp.Header, "Tokens", &limitRate{tpm, tpm - used - r2, resetString(unitsTime(used+r2, tpm, time.Minute))})
 	})
 
+	t.Run("a file part reserves what the request bounds, not the model's context", func(t *testing.T) {
+		// The balance holds gpt-5.2's context_length (400,000) of prompt
+		// for it; a reservation that large would take most of the budget
+		// for every request with a file, and it is corrected to the tokens
+		// used anyway.
+		key := createKey(t, env.acct.ID, nil)
+		file := `{"model":"` + publicModel + `","max_tokens":1000,"messages":[{"role":"user","content":[{"type":"file","file":{"file_id":"file-x"}}]}]}`
+		resp := settledChat(t, http.MethodPost, key.Key, file)
+		assertOK(t, resp)
+		r := int64(len(file)) + 1000
+		assertRateHeaders(t, resp.Header, "Tokens", &limitRate{tpm, tpm - r, resetString(unitsTime(r, tpm, time.Minute))})
+	})
+
 	t.Run("a key's rpm and tpm replace the defaults, per minute", func(t *testing.T) {
 		key := createKey(t, env.acct.ID, map[string]any{"rpm": 5, "tpm": 50_000})
 		resp := settledChat(t, http.MethodPost, key.Key, body)

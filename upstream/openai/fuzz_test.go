@@ -27,6 +27,8 @@ var fuzzSeeds = []string{
 	`{"choices":[{"message":{"content":[{"type":"text","text":"a"}]}}],"usage":{"prompt_tokens":1.0,"completion_tokens":-1,"total_tokens":0}}`,
 	`{"usage":{"prompt_tokens":9223372036854775807,"completion_tokens":9223372036854775807}}`,
 	`{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"a"},{"type":"image_url","image_url":{"url":"https://x/a.png"}},{"type":"image_url","image_url":{"url":"data:image/png;base64,AA=="}},{"Type":"image\u005furl","image_url":"https://y"}]}]}`,
+	`{"model":"m","messages":[{"role":"user","content":[{"type":"file","file":{"file_id":"file-x"}},{"type":"text","TYPE":"file"},{"type":"file","file":{"file_data":"data:application/pdf;base64,JVBE"}}]}]}`,
+	`{"model":"m","messages":[{"role":"user","content":"x","Content":[{"type":"file","file":{"file_id":"file-x"}}]}]}`,
 }
 
 // FuzzWalk holds the walker to encoding/json: the same inputs are valid, and
@@ -172,16 +174,19 @@ func refParts(messages []any) (images, files, parts int) {
 				continue
 			}
 			parts++
+			// Any repeat of the type counts, as the scanner counts it.
+			var image, file bool
 			for k, v := range part {
 				if strings.EqualFold(k, "type") {
-					switch v {
-					case "image_url":
-						images++
-					case "file":
-						files++
-					}
-					break
+					image = image || v == "image_url"
+					file = file || v == "file"
 				}
+			}
+			if image {
+				images++
+			}
+			if file {
+				files++
 			}
 		}
 	}

@@ -276,7 +276,8 @@ func scanMessage(b []byte, v span, i int) (partCounts, *RequestError) {
 		if !ok {
 			break
 		}
-		switch string(m.name(&buf)) {
+		name := m.name(&buf)
+		switch string(name) {
 		case "role":
 			if role.ok() {
 				return partCounts{}, duplicate(messageParam(i, "role"))
@@ -287,6 +288,16 @@ func scanMessage(b []byte, v span, i int) (partCounts, *RequestError) {
 				return partCounts{}, duplicate(messageParam(i, "content"))
 			}
 			content = m.span
+		default:
+			// As at the top level: an upstream that decodes with Go's
+			// encoding/json would read "Content" as the content, whose
+			// images and files were not counted. Such a key counts as a
+			// repeat.
+			for _, k := range [...]string{"role", "content"} {
+				if foldEqual(name, k) {
+					return partCounts{}, duplicate(messageParam(i, k))
+				}
+			}
 		}
 	}
 	if !role.ok() {

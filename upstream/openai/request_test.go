@@ -232,6 +232,25 @@ func TestScanRequestCountsImages(t *testing.T) {
 	}
 }
 
+// A message key in another case is refused as a repeat, as at the top
+// level: an upstream decoding with Go's encoding/json would read it as the
+// message's content (or role), whose parts were not counted.
+func TestScanRequestRefusesMessageKeysInAnotherCase(t *testing.T) {
+	const file = `[{"type":"file","file":{"file_id":"file-x"}}]`
+	for _, tc := range []struct{ body, param string }{
+		{`{"model":"m","messages":[{"role":"user","content":"x","Content":` + file + `}]}`, "messages[0].content"},
+		{`{"model":"m","messages":[{"role":"assistant","CONTENT":` + file + `}]}`, "messages[0].content"},
+		{`{"model":"m","messages":[{"role":"user","content":"a"},{"role":"user","content":"x","Role":"system"}]}`, "messages[1].role"},
+		{`{"model":"m","messages":[{"role":"user","conte\u004et":` + file + `}]}`, "messages[0].content"},
+	} {
+		_, err := ScanRequest([]byte(tc.body))
+		var re *RequestError
+		if !errors.As(err, &re) || re.Code != codeDuplicate || re.Param != tc.param {
+			t.Errorf("%s: error %v, want duplicate_parameter for %s", tc.body, err, tc.param)
+		}
+	}
+}
+
 func TestScanRequestCountsFiles(t *testing.T) {
 	const (
 		byID   = `{"type":"file","file":{"file_id":"file-6F2ksmvXxt4VdoqmHRw6kL"}}`
