@@ -206,7 +206,10 @@ func (t *messageText) append(dst, b []byte) []byte {
 // one pass: each choice's members are walked once, descending into its
 // delta and message objects where they are, instead of finding each
 // choice's end, then its delta and message, then walking those again. The
-// array must come from a walk that validated it (ScanChunk's).
+// array must come from a walk that validated it (ScanChunk's). It reads
+// keys itself rather than through object.next, which skips each value:
+// splitting next into a key and a value step made every chunk's scan 7-11%
+// slower (BenchmarkAppendWithModelChunk, BenchmarkAppendContentChunk).
 func appendChoicesText(dst, b []byte, v span) []byte {
 	var buf [maxName]byte
 	b = b[:v.end]
