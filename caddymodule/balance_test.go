@@ -112,11 +112,7 @@ func (p testPrice) worstPrompt(prompt, n, outputCap int64) billing.Amount {
 // fileBody is a chat request for model whose user message asks about the
 // documents in parts, file content parts.
 func fileBody(model string, parts ...string) string {
-	content := `{"type":"text","text":"Summarize these documents."}`
-	for _, p := range parts {
-		content += "," + p
-	}
-	return `{"model":"` + model + `","messages":[{"role":"user","content":[` + content + `]}]}`
+	return partsBody(model, "Summarize these documents.", parts...)
 }
 
 const (
@@ -129,11 +125,21 @@ const (
 // imageBody is a chat request for model whose user message asks about
 // images at urls.
 func imageBody(model string, urls ...string) string {
-	parts := `{"type":"text","text":"What is in these images?"}`
-	for _, u := range urls {
-		parts += `,{"type":"image_url","image_url":{"url":"` + u + `"}}`
+	parts := make([]string, len(urls))
+	for i, u := range urls {
+		parts[i] = `{"type":"image_url","image_url":{"url":"` + u + `"}}`
 	}
-	return `{"model":"` + model + `","messages":[{"role":"user","content":[` + parts + `]}]}`
+	return partsBody(model, "What is in these images?", parts...)
+}
+
+// partsBody is a chat request for model whose user message is the text
+// and then the content parts.
+func partsBody(model, text string, parts ...string) string {
+	content := `{"type":"text","text":"` + text + `"}`
+	for _, p := range parts {
+		content += "," + p
+	}
+	return `{"model":"` + model + `","messages":[{"role":"user","content":[` + content + `]}]}`
 }
 
 const (

@@ -170,9 +170,11 @@ func ScanRequest(body []byte) (Request, error) {
 	if r.Model, err = scanModel(body, r.model); err != nil {
 		return Request{}, err
 	}
-	if r.Messages, r.Images, r.Files, err = scanMessages(body, f.messages); err != nil {
+	var parts partCounts
+	if r.Messages, parts, err = scanMessages(body, f.messages); err != nil {
 		return Request{}, err
 	}
+	r.Images, r.Files = parts.images, parts.files
 	if r.Stream, err = optionalBool(body, f.stream, "stream"); err != nil {
 		return Request{}, err
 	}
@@ -230,12 +232,12 @@ func scanModel(b []byte, v span) (string, *RequestError) {
 
 // scanMessages checks the messages and returns how many there are and how
 // many image and file parts they hold.
-func scanMessages(b []byte, v span) (n, images, files int, err *RequestError) {
+func scanMessages(b []byte, v span) (n int, parts partCounts, err *RequestError) {
 	if !v.ok() {
-		return 0, 0, 0, missing("messages")
+		return 0, parts, missing("messages")
 	}
 	if b[v.start] != '[' {
-		return 0, 0, 0, wrongType(b, v, "messages", "an array")
+		return 0, parts, wrongType(b, v, "messages", "an array")
 	}
 	a := openArray(b, v)
 	for {
@@ -245,17 +247,17 @@ func scanMessages(b []byte, v span) (n, images, files int, err *RequestError) {
 		}
 		p, err := scanMessage(b, e, n)
 		if err != nil {
-			return 0, 0, 0, err
+			return 0, partCounts{}, err
 		}
-		images += p.images
-		files += p.files
+		parts.images += p.images
+		parts.files += p.files
 		n++
 	}
 	if n == 0 {
-		return 0, 0, 0, &RequestError{Param: "messages", Code: codeValue,
+		return 0, parts, &RequestError{Param: "messages", Code: codeValue,
 			Message: "Invalid 'messages': expected an array with at least 1 message, but got an empty array instead."}
 	}
-	return n, images, files, nil
+	return n, parts, nil
 }
 
 // partCounts is how many image and file parts a message's content holds

@@ -180,43 +180,49 @@ func TestScanRequestRefusesCaseVariantsOfCheckedKeys(t *testing.T) {
 	}
 }
 
+// The parts tests' bodies: messages between partsOpen and partsClose, user
+// messages made of content parts.
+const (
+	partsOpen  = `{"model":"m","messages":[`
+	partsClose = `]}`
+)
+
+func userParts(parts ...string) string {
+	return `{"role":"user","content":[` + strings.Join(parts, ",") + `]}`
+}
+
 func TestScanRequestCountsImages(t *testing.T) {
 	const (
-		https  = `{"type":"image_url","image_url":{"url":"https://example.com/cat.png","detail":"high"}}`
-		data   = `{"type":"image_url","image_url":{"url":"data:image/png;base64,iVBORw0KGgo="}}`
-		text   = `{"type":"text","text":"what is in these images? \"image_url\""}`
-		before = `{"model":"m","messages":[`
-		after  = `]}`
+		https = `{"type":"image_url","image_url":{"url":"https://example.com/cat.png","detail":"high"}}`
+		data  = `{"type":"image_url","image_url":{"url":"data:image/png;base64,iVBORw0KGgo="}}`
+		text  = `{"type":"text","text":"what is in these images? \"image_url\""}`
 	)
-	user := func(parts ...string) string {
-		return `{"role":"user","content":[` + strings.Join(parts, ",") + `]}`
-	}
 	cases := []struct {
 		name string
 		body string
 		want int
 	}{
-		{"string content holds no image, whatever it says", before + `{"role":"user","content":"` + strings.ReplaceAll(https, `"`, `\"`) + `"}` + after, 0},
-		{"text parts are not images", before + user(text) + after, 0},
-		{"an https image counts", before + user(text, https) + after, 1},
-		{"an http image counts", before + user(`{"type":"image_url","image_url":{"url":"http://example.com/a.jpg"}}`) + after, 1},
-		{"a data: image counts too: a tiny one costs more tokens than its bytes", before + user(data) + after, 1},
-		{"images count across parts and messages", before + user(https, data, https) + `,{"role":"assistant","content":"ok"},` + user(text, https) + after, 4},
-		{"images count in any role", before + `{"role":"system","content":[` + https + `]},{"role":"assistant","content":[` + https + `]}` + after, 2},
-		{"a bare URL string as image_url counts", before + user(`{"type":"image_url","image_url":"https://example.com/a.png"}`) + after, 1},
-		{"a bare data: URL string as image_url counts", before + user(`{"type":"image_url","image_url":"data:image/png;base64,AAAA"}`) + after, 1},
-		{"an image part without a url counts: we cannot tell what it costs", before + user(`{"type":"image_url","image_url":{"detail":"low"}}`) + after, 1},
-		{"an image part without image_url counts", before + user(`{"type":"image_url"}`) + after, 1},
-		{"an image part whose url is not a string counts", before + user(`{"type":"image_url","image_url":{"url":["data:x"]}}`) + after, 1},
-		{"an image part whose image_url is null counts", before + user(`{"type":"image_url","image_url":null}`) + after, 1},
-		{"an image part with a data: and an https url counts", before + user(`{"type":"image_url","image_url":{"url":"data:x","url":"https://x"}}`) + after, 1},
-		{"an image part with a repeated image_url counts once", before + user(`{"type":"image_url","image_url":{"url":"data:x"},"image_url":{"url":"https://x"}}`) + after, 1},
-		{"a part typed image_url in any repeat counts", before + user(`{"type":"text","type":"image_url","image_url":{"url":"https://x"}}`) + after, 1},
-		{"keys in another case count, as Go's encoding/json reads them", before + user(`{"Type":"image_url","IMAGE_URL":{"URL":"https://x"}}`) + after, 1},
-		{"keys and type written with escapes count", before + user(`{"typ\u0065":"image\u005furl","imag\u0065_url":{"url":"https://x"}}`) + after, 1},
-		{"a type in another case is not image_url", before + user(`{"type":"Image_URL","image_url":{"url":"https://x"}}`) + after, 0},
-		{"non-object parts are skipped", before + user(`"https://x"`, `["image_url"]`, `null`, https) + after, 1},
-		{"an image_url key without the type is not an image part", before + user(`{"type":"text","text":"a","image_url":{"url":"https://x"}}`) + after, 0},
+		{"string content holds no image, whatever it says", partsOpen + `{"role":"user","content":"` + strings.ReplaceAll(https, `"`, `\"`) + `"}` + partsClose, 0},
+		{"text parts are not images", partsOpen + userParts(text) + partsClose, 0},
+		{"an https image counts", partsOpen + userParts(text, https) + partsClose, 1},
+		{"an http image counts", partsOpen + userParts(`{"type":"image_url","image_url":{"url":"http://example.com/a.jpg"}}`) + partsClose, 1},
+		{"a data: image counts too: a tiny one costs more tokens than its bytes", partsOpen + userParts(data) + partsClose, 1},
+		{"images count across parts and messages", partsOpen + userParts(https, data, https) + `,{"role":"assistant","content":"ok"},` + userParts(text, https) + partsClose, 4},
+		{"images count in any role", partsOpen + `{"role":"system","content":[` + https + `]},{"role":"assistant","content":[` + https + `]}` + partsClose, 2},
+		{"a bare URL string as image_url counts", partsOpen + userParts(`{"type":"image_url","image_url":"https://example.com/a.png"}`) + partsClose, 1},
+		{"a bare data: URL string as image_url counts", partsOpen + userParts(`{"type":"image_url","image_url":"data:image/png;base64,AAAA"}`) + partsClose, 1},
+		{"an image part without a url counts: we cannot tell what it costs", partsOpen + userParts(`{"type":"image_url","image_url":{"detail":"low"}}`) + partsClose, 1},
+		{"an image part without image_url counts", partsOpen + userParts(`{"type":"image_url"}`) + partsClose, 1},
+		{"an image part whose url is not a string counts", partsOpen + userParts(`{"type":"image_url","image_url":{"url":["data:x"]}}`) + partsClose, 1},
+		{"an image part whose image_url is null counts", partsOpen + userParts(`{"type":"image_url","image_url":null}`) + partsClose, 1},
+		{"an image part with a data: and an https url counts", partsOpen + userParts(`{"type":"image_url","image_url":{"url":"data:x","url":"https://x"}}`) + partsClose, 1},
+		{"an image part with a repeated image_url counts once", partsOpen + userParts(`{"type":"image_url","image_url":{"url":"data:x"},"image_url":{"url":"https://x"}}`) + partsClose, 1},
+		{"a part typed image_url in any repeat counts", partsOpen + userParts(`{"type":"text","type":"image_url","image_url":{"url":"https://x"}}`) + partsClose, 1},
+		{"keys in another case count, as Go's encoding/json reads them", partsOpen + userParts(`{"Type":"image_url","IMAGE_URL":{"URL":"https://x"}}`) + partsClose, 1},
+		{"keys and type written with escapes count", partsOpen + userParts(`{"typ\u0065":"image\u005furl","imag\u0065_url":{"url":"https://x"}}`) + partsClose, 1},
+		{"a type in another case is not image_url", partsOpen + userParts(`{"type":"Image_URL","image_url":{"url":"https://x"}}`) + partsClose, 0},
+		{"non-object parts are skipped", partsOpen + userParts(`"https://x"`, `["image_url"]`, `null`, https) + partsClose, 1},
+		{"an image_url key without the type is not an image part", partsOpen + userParts(`{"type":"text","text":"a","image_url":{"url":"https://x"}}`) + partsClose, 0},
 		{"an image in an unchecked field does not count", `{"model":"m",` + msgs + `,"metadata":{"content":[` + https + `]}}`, 0},
 	}
 	for _, tc := range cases {
@@ -257,30 +263,25 @@ func TestScanRequestCountsFiles(t *testing.T) {
 		inline = `{"type":"file","file":{"filename":"a.pdf","file_data":"data:application/pdf;base64,JVBERi0xLjQK"}}`
 		image  = `{"type":"image_url","image_url":{"url":"https://example.com/cat.png"}}`
 		text   = `{"type":"text","text":"summarize this \"file\""}`
-		before = `{"model":"m","messages":[`
-		after  = `]}`
 	)
-	user := func(parts ...string) string {
-		return `{"role":"user","content":[` + strings.Join(parts, ",") + `]}`
-	}
 	for _, tc := range []struct {
 		name          string
 		body          string
 		files, images int
 	}{
-		{"string content holds no file, whatever it says", before + `{"role":"user","content":"` + strings.ReplaceAll(byID, `"`, `\"`) + `"}` + after, 0, 0},
-		{"text parts are not files", before + user(text) + after, 0, 0},
-		{"a file by id counts", before + user(text, byID) + after, 1, 0},
-		{"an inline file counts: a PDF is billed by its pages, not its bytes", before + user(inline) + after, 1, 0},
-		{"files and images are counted apart", before + user(byID, image, inline) + `,{"role":"assistant","content":"ok"},` + user(image) + after, 2, 2},
-		{"files count in any role", before + `{"role":"system","content":[` + byID + `]}` + after, 1, 0},
-		{"a file part without a file counts: we cannot tell what it costs", before + user(`{"type":"file"}`) + after, 1, 0},
-		{"keys in another case count, as Go's encoding/json reads them", before + user(`{"TYPE":"file","File":{"file_id":"x"}}`) + after, 1, 0},
-		{"a type written with escapes counts", before + user(`{"typ\u0065":"fil\u0065","file":{"file_id":"x"}}`) + after, 1, 0},
-		{"a part typed file in any repeat counts", before + user(`{"type":"text","type":"file","file":{"file_id":"x"}}`) + after, 1, 0},
-		{"a part typed both ways counts as both", before + user(`{"type":"file","type":"image_url"}`) + after, 1, 1},
-		{"a type in another case is not file", before + user(`{"type":"File","file":{"file_id":"x"}}`) + after, 0, 0},
-		{"a file key without the type is not a file part", before + user(`{"type":"text","text":"a","file":{"file_id":"x"}}`) + after, 0, 0},
+		{"string content holds no file, whatever it says", partsOpen + `{"role":"user","content":"` + strings.ReplaceAll(byID, `"`, `\"`) + `"}` + partsClose, 0, 0},
+		{"text parts are not files", partsOpen + userParts(text) + partsClose, 0, 0},
+		{"a file by id counts", partsOpen + userParts(text, byID) + partsClose, 1, 0},
+		{"an inline file counts: a PDF is billed by its pages, not its bytes", partsOpen + userParts(inline) + partsClose, 1, 0},
+		{"files and images are counted apart", partsOpen + userParts(byID, image, inline) + `,{"role":"assistant","content":"ok"},` + userParts(image) + partsClose, 2, 2},
+		{"files count in any role", partsOpen + `{"role":"system","content":[` + byID + `]}` + partsClose, 1, 0},
+		{"a file part without a file counts: we cannot tell what it costs", partsOpen + userParts(`{"type":"file"}`) + partsClose, 1, 0},
+		{"keys in another case count, as Go's encoding/json reads them", partsOpen + userParts(`{"TYPE":"file","File":{"file_id":"x"}}`) + partsClose, 1, 0},
+		{"a type written with escapes counts", partsOpen + userParts(`{"typ\u0065":"fil\u0065","file":{"file_id":"x"}}`) + partsClose, 1, 0},
+		{"a part typed file in any repeat counts", partsOpen + userParts(`{"type":"text","type":"file","file":{"file_id":"x"}}`) + partsClose, 1, 0},
+		{"a part typed both ways counts as both", partsOpen + userParts(`{"type":"file","type":"image_url"}`) + partsClose, 1, 1},
+		{"a type in another case is not file", partsOpen + userParts(`{"type":"File","file":{"file_id":"x"}}`) + partsClose, 0, 0},
+		{"a file key without the type is not a file part", partsOpen + userParts(`{"type":"text","text":"a","file":{"file_id":"x"}}`) + partsClose, 0, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r, err := ScanRequest([]byte(tc.body))
