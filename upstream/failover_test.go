@@ -430,53 +430,61 @@ func TestFailover(t *testing.T) {
 		}
 	})
 
-	t.Run("garbage before the first event moves to the next deployment", func(t *testing.T) {
-		checkGoroutines(t)
-		garbage := func(w http.ResponseWriter, r *http.Request) {
-			io.Copy(io.Discard, r.Body)
-			writeSSE(w, "<html>oops</html>")
-		}
-		f := newFailover(t, upstreamSpec{name: "a", handler: garbage, weight: heavy}, upstreamSpec{name: "b", handler: streamOK, weight: 1})
-		x, w, err := f.forward(context.Background(), streamBody)
-		wantServed(t, x, err, "b/private-2025", 2, "a/private-2025 502 upstream_error")
-		if msg := x.Tries[0].Err.Message; msg != "The model's provider sent a stream this gateway could not read. Retry with backoff." {
-			t.Fatalf("try message %q", msg)
-		}
-		if want := publicFrame(chunk1) + publicFrame(chunk2) + "data: [DONE]\n\n"; w.Code != http.StatusOK || w.Body.String() != want {
-			t.Fatalf("client got %d\n%s\nwant\n%s", w.Code, w.Body.String(), want)
-		}
-		if x.Outcome != OutcomeOK {
-			t.Fatalf("outcome %s", x.Outcome)
-		}
-		f.wantCalls(1, 1)
-		if a := f.wantHealth(0, StateClosed, 1, 1, 1); a.LastError != "stream broken: "+errMalformed.Error() {
-			t.Fatalf("a's last error %q", a.LastError)
-		}
-	})
+	// Data that is not one JSON object is never relayed: an HTML page, or
+	// a chunk that is almost JSON and names the provider's model, which
+	// only a valid chunk gets rewritten.
+	for name, garbage := range map[string]string{
+		"garbage":          "<html>oops</html>",
+		"a chunk not JSON": `{"id":"c","model":"private-2025","choices":[{"index":0,"delta":{"content":"x"}}],}`,
+	} {
+		t.Run(name+" before the first event moves to the next deployment", func(t *testing.T) {
+			checkGoroutines(t)
+			send := func(w http.ResponseWriter, r *http.Request) {
+				io.Copy(io.Discard, r.Body)
+				writeSSE(w, garbage)
+			}
+			f := newFailover(t, upstreamSpec{name: "a", handler: send, weight: heavy}, upstreamSpec{name: "b", handler: streamOK, weight: 1})
+			x, w, err := f.forward(context.Background(), streamBody)
+			wantServed(t, x, err, "b/private-2025", 2, "a/private-2025 502 upstream_error")
+			if msg := x.Tries[0].Err.Message; msg != "The model's provider sent a stream this gateway could not read. Retry with backoff." {
+				t.Fatalf("try message %q", msg)
+			}
+			if want := publicFrame(chunk1) + publicFrame(chunk2) + "data: [DONE]\n\n"; w.Code != http.StatusOK || w.Body.String() != want {
+				t.Fatalf("client got %d\n%s\nwant\n%s", w.Code, w.Body.String(), want)
+			}
+			if x.Outcome != OutcomeOK {
+				t.Fatalf("outcome %s", x.Outcome)
+			}
+			f.wantCalls(1, 1)
+			if a := f.wantHealth(0, StateClosed, 1, 1, 1); a.LastError != "stream broken: "+errMalformed.Error() {
+				t.Fatalf("a's last error %q", a.LastError)
+			}
+		})
 
-	t.Run("garbage after some events ends with an in-band error and is not retried", func(t *testing.T) {
-		checkGoroutines(t)
-		garbage := func(w http.ResponseWriter, r *http.Request) {
-			io.Copy(io.Discard, r.Body)
-			writeSSE(w, streamChunk("Hello"), "<html>oops</html>", streamChunk(" never"))
-		}
-		f := newFailover(t, upstreamSpec{name: "a", handler: garbage, weight: heavy}, upstreamSpec{name: "b", handler: streamOK, weight: 1})
-		x, w, err := f.forward(context.Background(), streamBody)
-		wantServed(t, x, err, "a/private-2025", 1)
-		want := publicFrame(streamChunk("Hello")) +
-			streamErrorFrame("upstream_error", "The model's provider sent data this gateway could not read; the answer is incomplete.") +
-			"data: [DONE]\n\n"
-		if w.Code != http.StatusOK || w.Body.String() != want {
-			t.Fatalf("client got %d\n%s\nwant\n%s", w.Code, w.Body.String(), want)
-		}
-		if x.Outcome != OutcomeUpstreamError || !x.Delivered {
-			t.Fatalf("outcome %s delivered %v", x.Outcome, x.Delivered)
-		}
-		f.wantCalls(1, 0)
-		if a := f.wantHealth(0, StateClosed, 1, 1, 1); a.LastError != errMalformed.Error() {
-			t.Fatalf("a's last error %q", a.LastError)
-		}
-	})
+		t.Run(name+" after some events ends with an in-band error and is not retried", func(t *testing.T) {
+			checkGoroutines(t)
+			send := func(w http.ResponseWriter, r *http.Request) {
+				io.Copy(io.Discard, r.Body)
+				writeSSE(w, streamChunk("Hello"), garbage, streamChunk(" never"))
+			}
+			f := newFailover(t, upstreamSpec{name: "a", handler: send, weight: heavy}, upstreamSpec{name: "b", handler: streamOK, weight: 1})
+			x, w, err := f.forward(context.Background(), streamBody)
+			wantServed(t, x, err, "a/private-2025", 1)
+			want := publicFrame(streamChunk("Hello")) +
+				streamErrorFrame("upstream_error", "The model's provider sent data this gateway could not read; the answer is incomplete.") +
+				"data: [DONE]\n\n"
+			if w.Code != http.StatusOK || w.Body.String() != want {
+				t.Fatalf("client got %d\n%s\nwant\n%s", w.Code, w.Body.String(), want)
+			}
+			if x.Outcome != OutcomeUpstreamError || !x.Delivered {
+				t.Fatalf("outcome %s delivered %v", x.Outcome, x.Delivered)
+			}
+			f.wantCalls(1, 0)
+			if a := f.wantHealth(0, StateClosed, 1, 1, 1); a.LastError != errMalformed.Error() {
+				t.Fatalf("a's last error %q", a.LastError)
+			}
+		})
+	}
 
 	t.Run("a stream that stalls after some events ends with an in-band timeout", func(t *testing.T) {
 		checkGoroutines(t)

@@ -508,16 +508,23 @@ func (p *Proxy) stream(a *attempt, w http.ResponseWriter, resp *http.Response, x
 			}
 			break
 		}
-		chunk, scratch = getBuf(), getBuf()
 		if sse.IsDone(ev.Data) {
 			sawDone = true
 			break
 		}
-		if !isObject(ev.Data) {
+		// One walk answers every question asked of the event below, and
+		// proves it is one JSON object: anything else is relayed to no
+		// one (it could carry the provider's model unrewritten).
+		c := openai.ScanChunk(ev.Data)
+		if !c.Valid() {
 			readErr = errMalformed
 			break
 		}
-		msg, isError := errorEvent(ev.Data)
+		var msg string
+		var isError bool
+		if c.MayBeError() {
+			msg, isError = errorEvent(ev.Data)
+		}
 		if isError && !x.Delivered {
 			// The provider failed before answering: nothing was sent, so
 			// another deployment may still answer.
@@ -529,7 +536,6 @@ func (p *Proxy) stream(a *attempt, w http.ResponseWriter, resp *http.Response, x
 			a.firstByte()
 			first = append(first[:0], ev.Data...)
 		}
-		c := openai.ScanChunk(ev.Data)
 		u, usageEvent := c.Usage()
 		if usageEvent {
 			x.Usage, gotUsage = u, true
@@ -544,23 +550,33 @@ func (p *Proxy) stream(a *attempt, w http.ResponseWriter, resp *http.Response, x
 				text = text[:0]
 			}
 		}
-		if isError {
-			// The provider reported its own failure in band: pass it on,
-			// in OpenAI's shape and with the public model named, instead
-			// of adding a second one.
-			sawError = true
-			*chunk = append((*chunk)[:0], openai.MarshalError(replaceModel(msg, x.Deployment.Model, x.Model.ID), "server_error", "", "upstream_error")...)
-		} else {
-			*chunk = c.AppendWithModel((*chunk)[:0], x.Model.ID)
-			if usageEvent && x.Cost != nil {
-				*scratch = p.withCost((*scratch)[:0], *chunk, x)
-				*scratch, *chunk = *chunk, *scratch
-			}
-		}
-		// AppendData re-frames the rewritten data: an upstream may
-		// spread one event's JSON over several data lines.
 		f := out.frames()
-		*f = sse.AppendData(*f, *chunk)
+		switch {
+		case !isError && !(usageEvent && x.Cost != nil) && bytes.IndexByte(ev.Data, '\n') < 0:
+			// The common event, one line of JSON: rewritten straight into
+			// its frame, as AppendData would frame it.
+			*f = append(*f, "data: "...)
+			*f = c.AppendWithModel(*f, x.Model.ID)
+			*f = append(*f, '\n', '\n')
+		default:
+			chunk, scratch = getBuf(), getBuf()
+			if isError {
+				// The provider reported its own failure in band: pass it
+				// on, in OpenAI's shape and with the public model named,
+				// instead of adding a second one.
+				sawError = true
+				*chunk = append((*chunk)[:0], openai.MarshalError(replaceModel(msg, x.Deployment.Model, x.Model.ID), "server_error", "", "upstream_error")...)
+			} else {
+				*chunk = c.AppendWithModel((*chunk)[:0], x.Model.ID)
+				if usageEvent && x.Cost != nil {
+					*scratch = p.withCost((*scratch)[:0], *chunk, x)
+					*scratch, *chunk = *chunk, *scratch
+				}
+			}
+			// AppendData re-frames the rewritten data: an upstream may
+			// spread one event's JSON over several data lines.
+			*f = sse.AppendData(*f, *chunk)
+		}
 		out.added()
 		if sawError {
 			break
@@ -749,15 +765,6 @@ func brokenCause(err error) string {
 	return "stream broken: " + err.Error()
 }
 
-// isObject reports whether data looks like a JSON object: what every
-// chunk of an OpenAI stream is. It is a cheap guard against a provider (or
-// a proxy in front of it) answering with something else, such as an HTML
-// error page framed as events.
-func isObject(data []byte) bool {
-	data = bytes.TrimSpace(data)
-	return len(data) >= 2 && data[0] == '{' && data[len(data)-1] == '}'
-}
-
 // appendStreamError appends the in-band error chunk that ends a broken
 // stream: OpenAI's error object beside a choice finished with "error", with
 // the id and created time of the stream's first chunk so that it matches
@@ -809,12 +816,10 @@ func (p *Proxy) endInBand(w http.ResponseWriter, x *Exchange, err error) error {
 }
 
 // errorEvent reports whether a chunk is an error event, an object with a
-// top-level "error" member, and returns its message. Only chunks that
-// contain the string are decoded, so the common path stays cheap.
+// top-level "error" member, and returns its message. It decodes the
+// chunk: the relay asks it only of chunks whose scan found a member of that
+// name (openai.Chunk.MayBeError), so the common path stays cheap.
 func errorEvent(data []byte) (string, bool) {
-	if !bytes.Contains(data, []byte(`"error"`)) {
-		return "", false
-	}
 	var probe struct {
 		Error *struct {
 			Message string `json:"message"`

@@ -227,6 +227,24 @@ func TestForwardStream(t *testing.T) {
 			t.Fatalf("outcome %s usage %+v basis %s", x.Outcome, x.Usage, x.Basis)
 		}
 	})
+	t.Run("an event spread over several data lines is re-framed, its model rewritten", func(t *testing.T) {
+		x, w, err := exchangeFor(t, streamBody, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/event-stream")
+			io.WriteString(w, "data: "+chunk1+"\n\ndata: {\"id\":\"c\",\ndata: \"model\":\"private-2025\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"!\"}}]}\n\ndata: [DONE]\n\n")
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := "data: " + strings.Replace(chunk1, "private-2025", "public", 1) + "\n\n" +
+			"data: {\"id\":\"c\",\ndata: \"model\":\"public\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"!\"}}]}\n\n" +
+			"data: [DONE]\n\n"
+		if got := w.Body.String(); got != want {
+			t.Fatalf("client got\n%q\nwant\n%q", got, want)
+		}
+		if x.Outcome != OutcomeOK {
+			t.Fatalf("outcome %s", x.Outcome)
+		}
+	})
 	t.Run("a stream that ends before any event is a clean error", func(t *testing.T) {
 		_, w, err := exchangeFor(t, streamBody, func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "text/event-stream")
@@ -284,19 +302,25 @@ func TestForwardRewritesOnlyTheModelField(t *testing.T) {
 }
 
 func TestForwardRelaysAnUpstreamErrorEvent(t *testing.T) {
-	x, w, err := exchangeFor(t, streamBody, func(w http.ResponseWriter, r *http.Request) {
-		writeSSE(w, chunk1, `{"error":{"message":"private-2025 is overloaded","type":"overloaded_error"}}`)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	body := w.Body.String()
-	if strings.Contains(body, "private-2025") || !strings.Contains(body, "public is overloaded") ||
-		strings.Count(body, `"error"`) != 1 || !strings.HasSuffix(body, "data: [DONE]\n\n") {
-		t.Fatalf("client got:\n%s", body)
-	}
-	if x.Outcome != OutcomeUpstreamError {
-		t.Fatalf("outcome %s", x.Outcome)
+	// encoding/json matches the member's name in any case, and so does
+	// the relay: an "Error" is an error event too, its message rewritten.
+	for _, key := range []string{"error", "Error", `\u0065rror`} {
+		t.Run(key, func(t *testing.T) {
+			x, w, err := exchangeFor(t, streamBody, func(w http.ResponseWriter, r *http.Request) {
+				writeSSE(w, chunk1, `{"`+key+`":{"message":"private-2025 is overloaded","type":"overloaded_error"}}`)
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			body := w.Body.String()
+			if strings.Contains(body, "private-2025") || !strings.Contains(body, "public is overloaded") ||
+				strings.Count(body, `"error"`) != 1 || !strings.HasSuffix(body, "data: [DONE]\n\n") {
+				t.Fatalf("client got:\n%s", body)
+			}
+			if x.Outcome != OutcomeUpstreamError {
+				t.Fatalf("outcome %s", x.Outcome)
+			}
+		})
 	}
 }
 

@@ -1,5 +1,7 @@
 package openai
 
+import "strings"
+
 // Chunk is a response or stream chunk as the gateway reads it: one walk
 // over its top-level object finds what metering, the usage-chunk filter and
 // the model rewrite need, so a relayed event is walked once instead of once
@@ -17,6 +19,9 @@ type Chunk struct {
 	// encoding/json would take them.
 	choices, usage span
 	valid          bool // obj is one valid JSON object
+	// errorKey: a top-level member is named "error" in any case, as
+	// encoding/json would match it when decoding an error event.
+	errorKey bool
 }
 
 // ScanChunk walks obj once. It allocates nothing.
@@ -38,11 +43,26 @@ func ScanChunk(obj []byte) Chunk {
 			c.choices = m.span
 		case m.is("usage"):
 			c.usage = m.span
+		case (len(m.key) == len("error") || m.esc) && isErrorName(&m):
+			c.errorKey = true
 		}
 	}
 	c.valid = !o.failed()
 	return c
 }
+
+// isErrorName reports whether m's key is "error" in any case: the names
+// encoding/json matches to a field tagged "error" (none of its letters has
+// a non-ASCII case fold).
+func isErrorName(m *member) bool {
+	var buf [maxName]byte
+	return strings.EqualFold(string(asciiName(m.key, m.esc, &buf)), "error")
+}
+
+// MayBeError reports whether the chunk may be an error event: it is valid
+// and has a top-level member named "error" in some case. Only such a chunk
+// needs decoding to find out (ErrorMessage).
+func (c *Chunk) MayBeError() bool { return c.valid && c.errorKey }
 
 // Valid reports whether the chunk is one valid JSON object: exactly when
 // json.Valid holds and the value is an object.

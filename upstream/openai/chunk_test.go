@@ -49,3 +49,31 @@ func TestChunkAnswersAsTheFunctions(t *testing.T) {
 		}
 	}
 }
+
+// TestChunkMayBeError covers the scan's hint that a chunk may be an error
+// event: a top-level member named "error" in any case or spelling, which
+// encoding/json would decode into the relay's error probe, and nothing
+// else (the word inside a string, a nested member, a longer name).
+func TestChunkMayBeError(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want bool
+	}{
+		{`{"error":{"message":"overloaded"}}`, true},
+		{`{"id":"c","model":"m","error":null}`, true},
+		{`{"Error":{"message":"x"}}`, true},
+		{`{"ERROR":{}}`, true},
+		{`{"\u0065rror":{"message":"x"}}`, true},
+		{`{"err\u006Fr":1}`, true},
+		{`{"id":"c","choices":[{"delta":{"content":"\"error\": none"}}]}`, false},
+		{`{"choices":[{"error":{"message":"x"}}]}`, false},
+		{`{"errors":[{}],"error_code":1}`, false},
+		{`{"error":{"message":"x"}`, false}, // not JSON
+		{`{"id":"c","model":"m","choices":[]}`, false},
+	} {
+		c := ScanChunk([]byte(tc.in))
+		if got := c.MayBeError(); got != tc.want {
+			t.Errorf("%s: MayBeError = %v, want %v", tc.in, got, tc.want)
+		}
+	}
+}

@@ -254,6 +254,19 @@ func FuzzChunk(f *testing.F) {
 		if got, want := string(AppendContent(nil, obj)), refContent(m); got != want {
 			t.Fatalf("AppendContent = %q, reference %q", got, want)
 		}
+		// The relay decodes a chunk as an error event only when the scan
+		// says it may be one: every chunk encoding/json finds an error
+		// object in must say so.
+		var probe struct {
+			Error *struct{} `json:"error"`
+		}
+		c := ScanChunk(obj)
+		if json.Unmarshal(obj, &probe) == nil && probe.Error != nil && !c.MayBeError() {
+			t.Fatalf("MayBeError = false for a chunk that decodes with an error object")
+		}
+		if c.MayBeError() && !c.Valid() {
+			t.Fatalf("MayBeError for a chunk that is not valid JSON")
+		}
 	})
 }
 
