@@ -219,9 +219,14 @@ func createJournal(path string, flags int, sync bool) (*os.File, error) {
 // returns the row's JSON too. A row too large for the journal is
 // ErrInvalid: that charge fails alone.
 func appendRecord(buf []byte, e *Entry) ([]byte, []byte, error) {
-	payload, err := json.Marshal(e)
-	if err != nil {
-		return buf, nil, err
+	// The payload is a slice of its own: the row keeps it until it is
+	// applied, long after buf is reused for the next batch.
+	payload, ok := appendEntryJSON(make([]byte, 0, entryJSONBound(e)), e)
+	if !ok {
+		var err error
+		if payload, err = json.Marshal(e); err != nil {
+			return buf, nil, err
+		}
 	}
 	if len(payload) > maxJournalRecord {
 		return buf, nil, fmt.Errorf("%w: the ledger row of request %s is %d bytes, more than the journal takes", ErrInvalid, e.RequestID, len(payload))
