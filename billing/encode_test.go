@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"math"
+	"reflect"
 	"testing"
 	"time"
 )
@@ -29,7 +30,7 @@ func TestAppendEntryJSONIsMarshal(t *testing.T) {
 		"zero time":     func(e *Entry) { e.Time = time.Time{} },
 		"whole seconds": func(e *Entry) { e.Time = e.Time.Truncate(time.Second) },
 		"extremes": func(e *Entry) {
-			e.Seq, e.Amount, e.Balance, e.PromptTokens, e.Attempts = math.MaxUint64, math.MinInt64+1, math.MaxInt64, -7, math.MaxInt32
+			e.Seq, e.Amount, e.Balance, e.PromptTokens, e.Attempts = math.MaxUint64, math.MinInt64, math.MaxInt64, math.MinInt64, math.MinInt
 		},
 		"html in a note":    func(e *Entry) { e.Note = "refund <b>&</b>" },
 		"a quote":           func(e *Entry) { e.Model = `say "hi"` },
@@ -66,14 +67,48 @@ func TestAppendEntryJSONIsMarshal(t *testing.T) {
 	}
 }
 
+// TestAppendEntryJSONWritesEveryField fills every field of Entry, through
+// reflection, so that a field added to Entry and not to the encoder fails
+// here rather than vanish from the ledger.
+func TestAppendEntryJSONWritesEveryField(t *testing.T) {
+	var e Entry
+	v := reflect.ValueOf(&e).Elem()
+	for i := range v.NumField() {
+		switch f := v.Field(i); f.Kind() {
+		case reflect.String:
+			f.SetString(v.Type().Field(i).Name)
+		case reflect.Int, reflect.Int64:
+			f.SetInt(int64(i + 1))
+		case reflect.Uint64:
+			f.SetUint(uint64(i + 1))
+		case reflect.Struct: // Time
+			f.Set(reflect.ValueOf(time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)))
+		default:
+			t.Fatalf("field %s of kind %s: teach this test (and appendEntryJSON) about it", v.Type().Field(i).Name, f.Kind())
+		}
+	}
+	want, err := json.Marshal(&e)
+	got, ok := appendEntryJSON(nil, &e)
+	if err != nil || !ok || !bytes.Equal(got, want) {
+		t.Fatalf("appendEntryJSON (ok %v)\n%s\njson.Marshal (err %v)\n%s", ok, got, err, want)
+	}
+}
+
 // FuzzAppendEntryJSON holds appendEntryJSON to json.Marshal's bytes for any
 // row it agrees to encode.
 func FuzzAppendEntryJSON(f *testing.F) {
 	e := sampleCharge()
 	f.Add(e.Seq, e.Time.UnixNano(), e.AccountID, string(e.Kind), int64(e.Amount), int64(e.Balance), "", e.RequestID, e.Model, e.PromptTokens, e.CompletionTokens, e.Attempts)
 	f.Add(uint64(0), int64(0), "", "credit", int64(0), int64(0), "<&>", "", "é", int64(-1), int64(0), -3)
+	f.Add(uint64(1), int64(math.MaxInt64), "a", "charge", int64(math.MinInt64), int64(1), "", "r", "m", int64(math.MinInt64), int64(math.MaxInt64), math.MinInt)
 	f.Fuzz(func(t *testing.T, seq uint64, nanos int64, account, kind string, amount, balance int64, note, request, model string, prompt, completion int64, attempts int) {
-		e := Entry{Seq: seq, Time: time.Unix(0, nanos).UTC(), AccountID: account, Kind: EntryKind(kind),
+		// Seconds reach every year, nanoseconds every fraction; a zone
+		// other than UTC now and then.
+		at := time.Unix(nanos/7, nanos%1_000_000_000).UTC()
+		if nanos%5 == 0 {
+			at = at.In(time.FixedZone("", int(nanos%86400)))
+		}
+		e := Entry{Seq: seq, Time: at, AccountID: account, Kind: EntryKind(kind),
 			Amount: Amount(amount), Balance: Amount(balance), Note: note, RequestID: request, KeyID: note + request,
 			Model: model, Deployment: model + account, PromptTokens: prompt, CachedTokens: prompt / 2,
 			CacheWriteTokens: completion / 3, CompletionTokens: completion, Basis: kind, Outcome: note, Attempts: attempts}

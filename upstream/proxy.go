@@ -552,7 +552,7 @@ func (p *Proxy) stream(a *attempt, w http.ResponseWriter, resp *http.Response, x
 		}
 		f := out.frames()
 		switch {
-		case !isError && !(usageEvent && x.Cost != nil) && bytes.IndexByte(ev.Data, '\n') < 0:
+		case !isError && !(usageEvent && x.Cost != nil) && bytes.IndexAny(ev.Data, "\r\n") < 0:
 			// The common event, one line of JSON: rewritten straight into
 			// its frame, as AppendData would frame it.
 			*f = append(*f, "data: "...)
@@ -815,20 +815,49 @@ func (p *Proxy) endInBand(w http.ResponseWriter, x *Exchange, err error) error {
 	return nil
 }
 
-// errorEvent reports whether a chunk is an error event, an object with a
-// top-level "error" member, and returns its message. It decodes the
-// chunk: the relay asks it only of chunks whose scan found a member of that
-// name (openai.Chunk.MayBeError), so the common path stays cheap.
+// errorEvent reports whether a chunk is an error event, and returns its
+// message. An error event has a top-level member named "error", in any
+// case (the relay asks only of chunks whose scan found one,
+// openai.Chunk.MayBeError, so the common path stays cheap), whose value is
+// anything but null, false or "": an object, as OpenAI sends, or a string,
+// as some compatible servers do. Every such member counts, not only the one
+// a decoder would keep: relayed as a plain chunk, the event would carry
+// them all, and with them the provider's words. The message is the "error"
+// member's if there is one, else another's: its string "message" if it is
+// an object, itself if it is a string, or a generic one.
 func errorEvent(data []byte) (string, bool) {
-	var probe struct {
-		Error *struct {
-			Message string `json:"message"`
-		} `json:"error"`
-	}
-	if json.Unmarshal(data, &probe) != nil || probe.Error == nil {
+	var members map[string]json.RawMessage
+	if json.Unmarshal(data, &members) != nil {
 		return "", false
 	}
-	msg := probe.Error.Message
+	var key string
+	var value json.RawMessage
+	for k, v := range members {
+		if !strings.EqualFold(k, "error") {
+			continue
+		}
+		switch string(v) {
+		case "null", "false", `""`:
+			continue
+		}
+		// Deterministic whatever the map's order: "error" first, then
+		// the least other spelling.
+		if value == nil || k == "error" || key != "error" && k < key {
+			key, value = k, v
+		}
+	}
+	if value == nil {
+		return "", false
+	}
+	var msg string
+	if json.Unmarshal(value, &msg) != nil {
+		var obj struct {
+			Message json.RawMessage `json:"message"`
+		}
+		if json.Unmarshal(value, &obj) == nil && obj.Message != nil {
+			_ = json.Unmarshal(obj.Message, &msg)
+		}
+	}
 	if msg == "" {
 		msg = "The model's provider reported an error."
 	}

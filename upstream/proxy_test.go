@@ -303,17 +303,29 @@ func TestForwardRewritesOnlyTheModelField(t *testing.T) {
 
 func TestForwardRelaysAnUpstreamErrorEvent(t *testing.T) {
 	// encoding/json matches the member's name in any case, and so does
-	// the relay: an "Error" is an error event too, its message rewritten.
-	for _, key := range []string{"error", "Error", `\u0065rror`} {
-		t.Run(key, func(t *testing.T) {
+	// the relay; a string error is an error too, and an error whose
+	// message is not a string gets a generic one. Whatever its shape, the
+	// provider's words never go out unrewritten.
+	const overloaded, generic = "public is overloaded", "The model's provider reported an error."
+	for _, tc := range []struct{ event, want string }{
+		{`{"error":{"message":"private-2025 is overloaded","type":"overloaded_error"}}`, overloaded},
+		{`{"Error":{"message":"private-2025 is overloaded","type":"overloaded_error"}}`, overloaded},
+		{`{"\u0065rror":{"message":"private-2025 is overloaded"}}`, overloaded},
+		{`{"error":"private-2025 is overloaded"}`, overloaded},
+		{`{"error":{"message":["private-2025 is overloaded"]}}`, generic},
+		{`{"error":{}}`, generic},
+		{`{"error":{"message":"private-2025 is overloaded"},"ERROR":null}`, overloaded},
+		{`{"ERROR":{"message":"private-2025 is down"},"error":{"message":"private-2025 is overloaded"}}`, overloaded},
+	} {
+		t.Run(tc.event, func(t *testing.T) {
 			x, w, err := exchangeFor(t, streamBody, func(w http.ResponseWriter, r *http.Request) {
-				writeSSE(w, chunk1, `{"`+key+`":{"message":"private-2025 is overloaded","type":"overloaded_error"}}`)
+				writeSSE(w, chunk1, tc.event)
 			})
 			if err != nil {
 				t.Fatal(err)
 			}
 			body := w.Body.String()
-			if strings.Contains(body, "private-2025") || !strings.Contains(body, "public is overloaded") ||
+			if strings.Contains(body, "private-2025") || !strings.Contains(body, tc.want) ||
 				strings.Count(body, `"error"`) != 1 || !strings.HasSuffix(body, "data: [DONE]\n\n") {
 				t.Fatalf("client got:\n%s", body)
 			}
@@ -321,6 +333,23 @@ func TestForwardRelaysAnUpstreamErrorEvent(t *testing.T) {
 				t.Fatalf("outcome %s", x.Outcome)
 			}
 		})
+	}
+	// Before the first event, any of them moves the request on.
+	x, w, err := exchangeFor(t, streamBody, func(w http.ResponseWriter, r *http.Request) {
+		writeSSE(w, `{"error":"private-2025 is overloaded"}`)
+	})
+	var ue *Error
+	if !errors.As(err, &ue) || ue.Status != http.StatusBadGateway || w.Body.Len() != 0 || x.Delivered {
+		t.Fatalf("a string error first: err %v, body %q", err, w.Body.String())
+	}
+	// null, false and "" are no error: the chunk is relayed as any other.
+	for _, v := range []string{"null", "false", `""`} {
+		_, w, err := exchangeFor(t, streamBody, func(w http.ResponseWriter, r *http.Request) {
+			writeSSE(w, strings.Replace(chunk1, `{"id"`, `{"error":`+v+`,"id"`, 1), "[DONE]")
+		})
+		if want := "data: " + strings.Replace(strings.Replace(chunk1, `{"id"`, `{"error":`+v+`,"id"`, 1), "private-2025", "public", 1) + "\n\ndata: [DONE]\n\n"; err != nil || w.Body.String() != want {
+			t.Fatalf("error %s: err %v, client got\n%s\nwant\n%s", v, err, w.Body.String(), want)
+		}
 	}
 }
 

@@ -652,6 +652,11 @@ func FuzzRoundTrip(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		stream := AppendData(nil, data)
+		// The relay frames a one-line event itself, as "data: " + data +
+		// "\n\n" (upstream.Proxy.stream): exactly AppendData's frame.
+		if bytes.IndexAny(data, "\r\n") < 0 && string(stream) != "data: "+string(data)+"\n\n" {
+			t.Fatalf("one line framed as %q", stream)
+		}
 		for _, src := range []io.Reader{bytes.NewReader(stream), iotest.OneByteReader(bytes.NewReader(stream))} {
 			r := NewReader(src, 0)
 			e, err := r.Next()
