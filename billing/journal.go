@@ -7,11 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
+	"unsafe"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -95,11 +96,15 @@ func chainCRC(prev uint32, length, payload []byte) uint32 {
 // have yet. All of it is guarded by BoltStore.jmu.
 type journal struct {
 	f    *os.File
-	sync bool   // write with O_DSYNC, or Sync after each write where there is none
-	cur  int64  // the half batches go to: 0 or 1
-	off  int64  // where the next batch goes: a multiple of journalAlign
-	crc  uint32 // the chain's value after the last record written
-	buf  []byte
+	sync bool // write with O_DSYNC, or Sync after each write where there is none
+	// direct: f was opened with O_DIRECT, so every write is whole blocks
+	// from block-aligned memory, copied there into aligned.
+	direct  bool
+	aligned []byte
+	cur     int64  // the half batches go to: 0 or 1
+	off     int64  // where the next batch goes: a multiple of journalAlign
+	crc     uint32 // the chain's value after the last record written
+	buf     []byte
 	// failed, once set, refuses every later batch: a write failed and
 	// so did clearing what it may have left.
 	failed error
@@ -174,14 +179,22 @@ func openJournal(dbPath string, sync bool) (*journal, error) {
 	if sync {
 		flags |= dsyncFlag
 	}
-	f, err := os.OpenFile(path, flags, 0o600)
-	if errors.Is(err, os.ErrNotExist) {
-		f, err = createJournal(path, flags, sync)
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		if err := createJournal(path, sync); err != nil {
+			return nil, fmt.Errorf("creating settlement journal: %w", err)
+		}
+	}
+	direct := sync && directFlag != 0 && journalDirect
+	f, err := os.OpenFile(path, flags|directIf(direct), 0o600)
+	if direct && errors.Is(err, syscall.EINVAL) {
+		// A file system without O_DIRECT.
+		direct = false
+		f, err = os.OpenFile(path, flags, 0o600)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("opening settlement journal: %w", err)
 	}
-	return &journal{f: f, sync: sync,
+	return &journal{f: f, sync: sync, direct: direct,
 		requests: make(map[string]Entry), accounts: make(map[string]journalAccount),
 		stagedRequests: make(map[string]int), stagedAccounts: make(map[string]journalAccount)}, nil
 }
@@ -189,11 +202,11 @@ func openJournal(dbPath string, sync bool) (*journal, error) {
 // createJournal writes a new journal full of zeros under a temporary
 // name, makes it durable and renames it into place, so a journal that
 // exists is always whole.
-func createJournal(path string, flags int, sync bool) (*os.File, error) {
+func createJournal(path string, sync bool) error {
 	tmp := path + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	_, err = f.Write(make([]byte, journalSize))
 	if err == nil && sync {
@@ -210,9 +223,18 @@ func createJournal(path string, flags int, sync bool) (*os.File, error) {
 	}
 	if err != nil {
 		os.Remove(tmp)
-		return nil, err
 	}
-	return os.OpenFile(path, flags, 0o600)
+	return err
+}
+
+// journalDirect lets tests open journals without O_DIRECT.
+var journalDirect = true
+
+func directIf(on bool) int {
+	if on {
+		return directFlag
+	}
+	return 0
 }
 
 // appendRecord adds one row's record to buf, its CRC left for seal, and
@@ -325,8 +347,14 @@ func (j *journal) write(records []byte) ([]byte, error) {
 	return buf, nil
 }
 
-// put writes b at off, durably.
+// put writes b at off, durably. Written directly, b goes out padded with
+// zeros to a whole block: off is a block boundary, and the rest of the
+// block is the batch's own padding (or, for a failed batch's cleared
+// header, the failed batch's).
 func (j *journal) put(b []byte, off int64) error {
+	if j.direct {
+		b = j.align(b)
+	}
 	if _, err := j.f.WriteAt(b, off); err != nil {
 		return err
 	}
@@ -334,6 +362,24 @@ func (j *journal) put(b []byte, off int64) error {
 		return j.f.Sync()
 	}
 	return nil
+}
+
+// align copies b into block-aligned memory, padded with zeros to a whole
+// number of blocks, as O_DIRECT requires of a write.
+func (j *journal) align(b []byte) []byte {
+	n := int(alignUp(int64(len(b))))
+	if cap(j.aligned) < n {
+		size := journalAlign
+		for size < n {
+			size *= 2
+		}
+		raw := make([]byte, size+journalAlign)
+		skip := (journalAlign - int(uintptr(unsafe.Pointer(unsafe.SliceData(raw)))%journalAlign)) % journalAlign
+		j.aligned = raw[skip : skip+size : skip+size]
+	}
+	a := j.aligned[:n]
+	clear(a[copy(a, b):])
+	return a
 }
 
 // applyRows writes journaled charge rows into the ledger inside tx: each
@@ -498,7 +544,9 @@ func (s *BoltStore) reapLocked(wait bool) (bool, error) {
 // unapplied; applied ones are skipped) in one commit.
 func (s *BoltStore) recoverJournal() error {
 	j := s.journal
-	data, err := io.ReadAll(io.NewSectionReader(j.f, 0, 1<<62))
+	// Read through a file of its own: an O_DIRECT one reads only into
+	// aligned memory.
+	data, err := os.ReadFile(j.f.Name())
 	if err != nil {
 		return fmt.Errorf("reading settlement journal: %w", err)
 	}

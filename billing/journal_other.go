@@ -5,3 +5,6 @@ package billing
 // dsyncFlag is zero where O_DSYNC is not relied on: the journal syncs the
 // file after each write instead.
 const dsyncFlag = 0
+
+// directFlag is zero where O_DIRECT is not used.
+const directFlag = 0

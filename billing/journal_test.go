@@ -93,7 +93,23 @@ func checkBooks(t *testing.T, s *BoltStore, accountID string, balance Amount, ro
 	}
 }
 
+// bothWays runs test with the journal written directly (O_DIRECT, where
+// the file system takes it) and through the page cache.
+func bothWays(t *testing.T, test func(t *testing.T)) {
+	for _, direct := range []bool{true, false} {
+		t.Run(fmt.Sprintf("direct=%v", direct), func(t *testing.T) {
+			journalDirect = direct
+			defer func() { journalDirect = true }()
+			test(t)
+		})
+	}
+}
+
 func TestJournaledSettlementsSurviveACrash(t *testing.T) {
+	bothWays(t, journaledSettlementsSurviveACrash)
+}
+
+func journaledSettlementsSurviveACrash(t *testing.T) {
 	s, path, clock, acct := newJournalTest(t)
 	var want []Entry
 	for i := range 5 {
