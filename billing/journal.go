@@ -184,7 +184,9 @@ func openJournal(dbPath string, sync bool) (*journal, error) {
 			return nil, fmt.Errorf("creating settlement journal: %w", err)
 		}
 	}
-	direct := sync && directFlag != 0 && journalDirect
+	// Direct only with O_DSYNC (sync on Linux), which makes each direct
+	// write flush the device's cache too: O_DIRECT alone would not.
+	direct := sync && dsyncFlag != 0 && directFlag != 0 && journalDirect
 	f, err := os.OpenFile(path, flags|directIf(direct), 0o600)
 	if direct && errors.Is(err, syscall.EINVAL) {
 		// A file system without O_DIRECT.
@@ -353,7 +355,18 @@ func (j *journal) write(records []byte) ([]byte, error) {
 // header, the failed batch's).
 func (j *journal) put(b []byte, off int64) error {
 	if j.direct {
-		b = j.align(b)
+		_, err := j.f.WriteAt(j.align(b), off)
+		if !errors.Is(err, syscall.EINVAL) {
+			return err
+		}
+		// The file system opened the file with O_DIRECT but refuses the
+		// write (it wants a stricter alignment than a block): from now
+		// on the journal is written through the page cache, O_DSYNC as
+		// before, starting with this write again.
+		if cerr := clearDirect(j.f); cerr != nil {
+			return errors.Join(err, cerr)
+		}
+		j.direct = false
 	}
 	if _, err := j.f.WriteAt(b, off); err != nil {
 		return err

@@ -107,8 +107,11 @@ func TestJournalWritesDirectWhereItCan(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if s.journal.direct != takes {
-		t.Fatalf("journal direct %v; the file system takes O_DIRECT: %v", s.journal.direct, takes)
+	if s.journal.direct != takes || fileFlags(t, s.journal.f)&syscall.O_DIRECT != 0 != takes {
+		t.Fatalf("journal direct %v, file flags %#x; the file system takes O_DIRECT: %v", s.journal.direct, fileFlags(t, s.journal.f), takes)
+	}
+	if fileFlags(t, s.journal.f)&syscall.O_DSYNC == 0 {
+		t.Fatal("the journal is not opened O_DSYNC")
 	}
 	t.Logf("O_DIRECT on %s: %v", dir, takes)
 	unsynced, err := OpenBolt(filepath.Join(t.TempDir(), "billing.db"), BoltOptions{NoSync: true})
@@ -138,4 +141,47 @@ func TestJournalAlignsDirectWrites(t *testing.T) {
 			t.Fatalf("%d bytes: not b and zeros", n)
 		}
 	}
+}
+
+// fileFlags is F_GETFL of f.
+func fileFlags(t *testing.T, f *os.File) int {
+	t.Helper()
+	rc, err := f.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var flags uintptr
+	var errno syscall.Errno
+	if err := rc.Control(func(fd uintptr) {
+		flags, _, errno = syscall.Syscall(syscall.SYS_FCNTL, fd, syscall.F_GETFL, 0)
+	}); err != nil || errno != 0 {
+		t.Fatal(err, errno)
+	}
+	return int(flags)
+}
+
+// TestJournalFallsBackWhenADirectWriteIsRefused: a file system may open a
+// file with O_DIRECT and then refuse a write (EINVAL: it wants a stricter
+// alignment). The journal then goes on through the page cache, with the
+// refused batch written again and nothing lost, instead of refusing every
+// settlement from then on. The refusal is made real by handing the write
+// memory that is not aligned.
+func TestJournalFallsBackWhenADirectWriteIsRefused(t *testing.T) {
+	s, path, clock, acct := newJournalTest(t)
+	if !s.journal.direct {
+		t.Skipf("the file system under %s does not take O_DIRECT: no direct write to refuse", path)
+	}
+	mustSettle(t, s, testCharge(acct.ID, "req_d1", 1000))
+	raw := make([]byte, 2*journalAlign+1)
+	s.journal.aligned = raw[1 : 1+2*journalAlign : 1+2*journalAlign] // an odd address
+	mustSettle(t, s, testCharge(acct.ID, "req_d2", 2000))
+	if s.journal.direct || fileFlags(t, s.journal.f)&syscall.O_DIRECT != 0 {
+		t.Fatalf("after a refused direct write: direct %v, flags %#x", s.journal.direct, fileFlags(t, s.journal.f))
+	}
+	mustSettle(t, s, testCharge(acct.ID, "req_d3", 3000))
+	crash(t, s)
+
+	s = openJournalStore(t, path, clock)
+	defer s.Close()
+	checkBooks(t, s, acct.ID, 10*Dollar-6000, 4)
 }
