@@ -552,7 +552,7 @@ func (p *Proxy) stream(a *attempt, w http.ResponseWriter, resp *http.Response, x
 		}
 		f := out.frames()
 		switch {
-		case !isError && !(usageEvent && x.Cost != nil) && bytes.IndexAny(ev.Data, "\r\n") < 0:
+		case !isError && !(usageEvent && x.Cost != nil) && !bytes.ContainsAny(ev.Data, "\r\n"):
 			// The common event, one line of JSON: rewritten straight into
 			// its frame, as AppendData would frame it.
 			*f = append(*f, "data: "...)

@@ -654,7 +654,7 @@ func FuzzRoundTrip(f *testing.F) {
 		stream := AppendData(nil, data)
 		// The relay frames a one-line event itself, as "data: " + data +
 		// "\n\n" (upstream.Proxy.stream): exactly AppendData's frame.
-		if bytes.IndexAny(data, "\r\n") < 0 && string(stream) != "data: "+string(data)+"\n\n" {
+		if !bytes.ContainsAny(data, "\r\n") && string(stream) != "data: "+string(data)+"\n\n" {
 			t.Fatalf("one line framed as %q", stream)
 		}
 		for _, src := range []io.Reader{bytes.NewReader(stream), iotest.OneByteReader(bytes.NewReader(stream))} {
