@@ -836,8 +836,7 @@ func errorEvent(data []byte) (string, bool) {
 		if !strings.EqualFold(k, "error") {
 			continue
 		}
-		switch string(v) {
-		case "null", "false", `""`:
+		if openai.NoError(v) {
 			continue
 		}
 		// Deterministic whatever the map's order: "error" first, then

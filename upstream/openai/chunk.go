@@ -20,7 +20,8 @@ type Chunk struct {
 	choices, usage span
 	valid          bool // obj is one valid JSON object
 	// errorKey: a top-level member is named "error" in any case, as
-	// encoding/json would match it when decoding an error event.
+	// encoding/json would match it when decoding an error event, and its
+	// value says there is one (not null, false or "").
 	errorKey bool
 }
 
@@ -43,7 +44,7 @@ func ScanChunk(obj []byte) Chunk {
 			c.choices = m.span
 		case m.is("usage"):
 			c.usage = m.span
-		case (len(m.key) == len("error") || m.esc) && isErrorName(&m):
+		case (len(m.key) == len("error") || m.esc) && isErrorName(&m) && !NoError(obj[m.start:m.end]):
 			c.errorKey = true
 		}
 	}
@@ -59,9 +60,19 @@ func isErrorName(m *member) bool {
 	return strings.EqualFold(string(asciiName(m.key, m.esc, &buf)), "error")
 }
 
+// NoError reports whether an error member's value says there is none:
+// null, false or "", which some servers send in every chunk.
+func NoError(v []byte) bool {
+	switch string(v) {
+	case "null", "false", `""`:
+		return true
+	}
+	return false
+}
+
 // MayBeError reports whether the chunk may be an error event: it is valid
-// and has a top-level member named "error" in some case. Only such a chunk
-// needs decoding to find out (ErrorMessage).
+// and has a top-level member named "error" in some case whose value is not
+// null, false or "". Only such a chunk needs decoding to find out.
 func (c *Chunk) MayBeError() bool { return c.valid && c.errorKey }
 
 // Valid reports whether the chunk is one valid JSON object: exactly when

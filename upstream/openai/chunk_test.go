@@ -60,7 +60,10 @@ func TestChunkMayBeError(t *testing.T) {
 		want bool
 	}{
 		{`{"error":{"message":"overloaded"}}`, true},
-		{`{"id":"c","model":"m","error":null}`, true},
+		{`{"id":"c","model":"m","error":null}`, false},
+		{`{"error":false,"ERROR":""}`, false},
+		{`{"error":null,"Error":"down"}`, true},
+		{`{"error":0}`, true},
 		{`{"Error":{"message":"x"}}`, true},
 		{`{"ERROR":{}}`, true},
 		{`{"\u0065rror":{"message":"x"}}`, true},
