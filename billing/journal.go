@@ -187,7 +187,11 @@ func openJournal(dbPath string, sync bool) (*journal, error) {
 	// Direct only with O_DSYNC (sync on Linux), which makes each direct
 	// write flush the device's cache too: O_DIRECT alone would not.
 	direct := sync && dsyncFlag != 0 && directFlag != 0 && journalDirect
-	f, err := os.OpenFile(path, flags|directIf(direct), 0o600)
+	open := flags
+	if direct {
+		open |= directFlag
+	}
+	f, err := os.OpenFile(path, open, 0o600)
 	if direct && errors.Is(err, syscall.EINVAL) {
 		// A file system without O_DIRECT.
 		direct = false
@@ -231,13 +235,6 @@ func createJournal(path string, sync bool) error {
 
 // journalDirect lets tests open journals without O_DIRECT.
 var journalDirect = true
-
-func directIf(on bool) int {
-	if on {
-		return directFlag
-	}
-	return 0
-}
 
 // appendRecord adds one row's record to buf, its CRC left for seal, and
 // returns the row's JSON too. A row too large for the journal is

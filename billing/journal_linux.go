@@ -18,20 +18,28 @@ const directFlag = syscall.O_DIRECT
 
 // clearDirect turns O_DIRECT off on f, leaving its other flags.
 func clearDirect(f *os.File) error {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var errno syscall.Errno
-	err = rc.Control(func(fd uintptr) {
-		flags, _, e := syscall.Syscall(syscall.SYS_FCNTL, fd, syscall.F_GETFL, 0)
-		if e == 0 {
-			_, _, e = syscall.Syscall(syscall.SYS_FCNTL, fd, syscall.F_SETFL, flags&^syscall.O_DIRECT)
-		}
-		errno = e
-	})
-	if err == nil && errno != 0 {
-		err = errno
+	flags, err := fcntl(f, syscall.F_GETFL, 0)
+	if err == nil {
+		_, err = fcntl(f, syscall.F_SETFL, flags&^syscall.O_DIRECT)
 	}
 	return err
+}
+
+// fcntl runs fcntl(2) on f's descriptor.
+func fcntl(f *os.File, cmd, arg int) (int, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var r uintptr
+	var errno syscall.Errno
+	if err := rc.Control(func(fd uintptr) {
+		r, _, errno = syscall.Syscall(syscall.SYS_FCNTL, fd, uintptr(cmd), uintptr(arg))
+	}); err != nil {
+		return 0, err
+	}
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(r), nil
 }

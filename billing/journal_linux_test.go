@@ -146,18 +146,11 @@ func TestJournalAlignsDirectWrites(t *testing.T) {
 // fileFlags is F_GETFL of f.
 func fileFlags(t *testing.T, f *os.File) int {
 	t.Helper()
-	rc, err := f.SyscallConn()
+	flags, err := fcntl(f, syscall.F_GETFL, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var flags uintptr
-	var errno syscall.Errno
-	if err := rc.Control(func(fd uintptr) {
-		flags, _, errno = syscall.Syscall(syscall.SYS_FCNTL, fd, syscall.F_GETFL, 0)
-	}); err != nil || errno != 0 {
-		t.Fatal(err, errno)
-	}
-	return int(flags)
+	return flags
 }
 
 // TestJournalFallsBackWhenADirectWriteIsRefused: a file system may open a

@@ -552,9 +552,9 @@ func (p *Proxy) stream(a *attempt, w http.ResponseWriter, resp *http.Response, x
 		}
 		f := out.frames()
 		switch {
-		case !isError && !(usageEvent && x.Cost != nil) && !bytes.ContainsAny(ev.Data, "\r\n"):
+		case !isError && !(usageEvent && x.Cost != nil) && sse.OneLine(ev.Data):
 			// The common event, one line of JSON: rewritten straight into
-			// its frame, as AppendData would frame it.
+			// the frame AppendData would give it.
 			*f = append(*f, "data: "...)
 			*f = c.AppendWithModel(*f, x.Model.ID)
 			*f = append(*f, '\n', '\n')

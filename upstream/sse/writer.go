@@ -29,6 +29,11 @@ func AppendData(dst, data []byte) []byte {
 	return append(dst, '\n', '\n')
 }
 
+// OneLine reports whether data holds no line break, so that AppendData
+// frames it as exactly "data: " + data + "\n\n": a writer that produces
+// the data in place may then put the frame around it itself.
+func OneLine(data []byte) bool { return indexEOL(data) < 0 }
+
 // AppendDone appends the event that ends an OpenAI-shaped stream,
 // "data: [DONE]\n\n".
 func AppendDone(dst []byte) []byte {
