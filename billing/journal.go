@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -383,13 +384,18 @@ func (j *journal) align(b []byte) []byte {
 		for size < n {
 			size *= 2
 		}
-		raw := make([]byte, size+journalAlign)
-		skip := (journalAlign - int(uintptr(unsafe.Pointer(unsafe.SliceData(raw)))%journalAlign)) % journalAlign
-		j.aligned = raw[skip : skip+size : skip+size]
+		j.aligned = alignedBytes(size)
 	}
 	a := j.aligned[:n]
 	clear(a[copy(a, b):])
 	return a
+}
+
+// alignedBytes returns size bytes of block-aligned memory.
+func alignedBytes(size int) []byte {
+	raw := make([]byte, size+journalAlign)
+	skip := (journalAlign - int(uintptr(unsafe.Pointer(unsafe.SliceData(raw)))%journalAlign)) % journalAlign
+	return raw[skip : skip+size : skip+size]
 }
 
 // applyRows writes journaled charge rows into the ledger inside tx: each
@@ -554,12 +560,18 @@ func (s *BoltStore) reapLocked(wait bool) (bool, error) {
 // unapplied; applied ones are skipped) in one commit.
 func (s *BoltStore) recoverJournal() error {
 	j := s.journal
-	// Read through a file of its own: an O_DIRECT one reads only into
-	// aligned memory.
-	data, err := os.ReadFile(j.f.Name())
+	fi, err := j.f.Stat()
 	if err != nil {
 		return fmt.Errorf("reading settlement journal: %w", err)
 	}
+	// Block-aligned memory and a whole number of blocks: a file opened
+	// O_DIRECT reads only into that.
+	data := alignedBytes(int(alignUp(fi.Size())))
+	n, err := j.f.ReadAt(data, 0)
+	if err != nil && err != io.EOF {
+		return fmt.Errorf("reading settlement journal: %w", err)
+	}
+	data = data[:n]
 	rows, err := readRecords(data)
 	if err != nil {
 		return err
