@@ -243,13 +243,14 @@ func newProvider(name string, pc *ProviderConfig, repl *caddy.Replacer) (*upstre
 // wait for response headers and between reads itself, for every provider
 // type alike; the transport bounds connecting.
 //
-// An HTTP/1.1 connection's buffers are smaller than net/http's 4 KiB, as
-// a stream keeps its connection, buffers included, for as long as it
-// lasts: 2 KiB on the way out, for the request's headers and the start of
-// its body (the rest of a bigger body goes to the socket directly), and
-// 1 KiB on the way in, for the response's header lines and chunk-size
-// lines (a longer header block takes one more read; the proxy reads
-// bodies into buffers of its own).
+// An HTTP/1.1 connection's buffers are 1 KiB each way, not net/http's
+// 4 KiB, as a stream keeps its connection, buffers included, for as long
+// as it lasts. Out, the buffer takes the request's headers and the start
+// of its body, and the rest of a bigger body goes to the socket in one
+// more write, whatever the buffer's size: a smaller buffer costs that
+// second write only to a request of about 1 to 2 KiB. In, it takes the
+// response's header lines and chunk-size lines (a longer header block
+// takes one more read; the proxy reads bodies into buffers of its own).
 func newTransport(pc *ProviderConfig) *http.Transport {
 	dial := time.Duration(pc.DialTimeout)
 	if dial <= 0 {
@@ -265,6 +266,6 @@ func newTransport(pc *ProviderConfig) *http.Transport {
 		TLSHandshakeTimeout:   dial,
 		ExpectContinueTimeout: time.Second,
 		ReadBufferSize:        1 << 10,
-		WriteBufferSize:       2 << 10,
+		WriteBufferSize:       1 << 10,
 	}
 }
