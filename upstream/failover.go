@@ -265,15 +265,12 @@ func (p *Proxy) forward(ctx context.Context, deadline time.Time, w http.Response
 		window = DefaultTryDuration
 	}
 	start := p.now()
-	// The upstream body is built in buf. A stream keeps it for as long as
-	// it runs (the transport may read it until the answer ends), minutes
-	// for a slow one, so a stream gets a buffer of its own sized for the
-	// body instead of a pooled one; the pool serves the short requests.
+	// The upstream body is built in buf, from the pool for a short
+	// request. A stream runs for minutes: each of its attempts builds its
+	// body in a buffer of its own (try), which nothing holds once the
+	// request is sent (sentBody).
 	var buf *[]byte
-	if x.Request.Stream {
-		b := make([]byte, 0, len(x.Body)+upstreamBodySlack)
-		buf = &b
-	} else {
+	if !x.Request.Stream {
 		buf = getBuf()
 		defer func() { putBuf(buf) }()
 	}
@@ -314,9 +311,12 @@ func (p *Proxy) forward(ctx context.Context, deadline time.Time, w http.Response
 		last, lastDep = ue, dep
 		// The transport may still be reading the body of a request that
 		// was answered early (RoundTrip's contract): the next attempt gets
-		// a buffer of its own, and this one is left to the collector.
-		b := make([]byte, 0, cap(*buf))
-		buf = &b
+		// a buffer of its own, and this one is left to the collector. (A
+		// stream's attempts each make their own.)
+		if buf != nil {
+			b := make([]byte, 0, cap(*buf))
+			buf = &b
+		}
 	}
 	switch {
 	case last != nil:
@@ -355,6 +355,10 @@ func (p *Proxy) try(client context.Context, deadline time.Time, w http.ResponseW
 				dep.Health.abandon(ticket)
 			}
 		}()
+	}
+	if buf == nil {
+		b := make([]byte, 0, len(x.Body)+upstreamBodySlack)
+		buf = &b
 	}
 	if dep.Provider.Type == TypeAnthropic {
 		body, err := p.anthropicRequest((*buf)[:0], x, dep)

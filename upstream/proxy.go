@@ -169,11 +169,16 @@ func putBuf(b *[]byte) { *b = (*b)[:0]; bufPool.Put(b) }
 // client's *Error, and the attempt records what it says of the deployment.
 func (p *Proxy) send(a *attempt, x *Exchange, body []byte) (*http.Response, error) {
 	dep := a.dep
-	req, err := http.NewRequestWithContext(a.ctx, http.MethodPost, dep.Provider.Endpoint, bytes.NewReader(body))
+	sent := newSentBody(body)
+	req, err := http.NewRequestWithContext(a.ctx, http.MethodPost, dep.Provider.Endpoint, sent.reader())
 	if err != nil {
 		a.verdict = verdictNone
 		return nil, &Error{Status: http.StatusInternalServerError, Type: "server_error", Message: "The gateway could not build the upstream request.", Err: err}
 	}
+	req.ContentLength, req.GetBody = sent.size, sent.getBody
+	// Once the answer's headers are in, the transport sends the request
+	// again no more.
+	defer sent.release()
 	h := req.Header
 	h.Set("Content-Type", "application/json")
 	if x.Request.Stream {
@@ -889,6 +894,51 @@ func startStream(w http.ResponseWriter) {
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
+}
+
+// sentBody is an upstream request's body that lets go of its bytes as soon
+// as nothing can need them: the transport holds a request until its answer
+// ends, minutes for a stream, and a long prompt's body would stay with it.
+// The reader drops them once read to the end (or closed); GetBody, which
+// the transport calls to send the request again on a new connection (an
+// HTTP/2 server's GOAWAY), keeps them until release, once the answer's
+// headers are in and the transport retries no more.
+type sentBody struct {
+	all  []byte
+	size int64
+}
+
+func newSentBody(b []byte) *sentBody { return &sentBody{all: b, size: int64(len(b))} }
+
+func (s *sentBody) reader() io.ReadCloser { return &bodyReader{b: s.all} }
+
+func (s *sentBody) getBody() (io.ReadCloser, error) {
+	if s.all == nil {
+		return nil, errors.New("the upstream request's body is no longer kept")
+	}
+	return s.reader(), nil
+}
+
+func (s *sentBody) release() { s.all = nil }
+
+// bodyReader reads b once, and then holds none of it.
+type bodyReader struct{ b []byte }
+
+func (r *bodyReader) Read(p []byte) (int, error) {
+	if len(r.b) == 0 {
+		r.b = nil
+		return 0, io.EOF
+	}
+	n := copy(p, r.b)
+	if r.b = r.b[n:]; len(r.b) == 0 {
+		r.b = nil
+	}
+	return n, nil
+}
+
+func (r *bodyReader) Close() error {
+	r.b = nil
+	return nil
 }
 
 // count estimates usage with the tokenizer: the prompt from the request

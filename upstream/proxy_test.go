@@ -8,10 +8,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+	"weak"
 
 	"github.com/arcaneapi/caddy-arcane/upstream/openai"
 	"github.com/arcaneapi/caddy-arcane/upstream/tokens"
@@ -427,4 +429,68 @@ func TestForwardOutOfFilesIsNotTheProvidersFault(t *testing.T) {
 	if s.State != StateClosed || s.Failures != 0 || s.ConsecutiveFailures != 0 {
 		t.Fatalf("health %+v, want a closed circuit and no failure", s)
 	}
+}
+
+// TestForwardSendsTheBodyWithItsLength: the upstream request carries a
+// Content-Length and the body whole, streamed or not (a provider may
+// refuse a chunked request body).
+func TestForwardSendsTheBodyWithItsLength(t *testing.T) {
+	for _, body := range []string{plainBody, streamBody} {
+		var length int64
+		var te []string
+		var got []byte
+		_, _, err := exchangeFor(t, body, func(w http.ResponseWriter, r *http.Request) {
+			length, te = r.ContentLength, r.TransferEncoding
+			got, _ = io.ReadAll(r.Body)
+			if strings.Contains(string(got), `"stream":true`) {
+				writeSSE(w, chunk1, usageChunk, "[DONE]")
+				return
+			}
+			io.WriteString(w, `{"id":"x","object":"chat.completion","model":"private-2025","choices":[{"index":0,"message":{"role":"assistant","content":"Hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}`)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if length != int64(len(got)) || length == 0 || len(te) != 0 {
+			t.Fatalf("upstream got Content-Length %d, Transfer-Encoding %q, for a body of %d bytes", length, te, len(got))
+		}
+	}
+}
+
+// TestSentBodyLetsGoOfItsBytes: once the body has been read to its end
+// and the request may no longer be sent again, nothing of sentBody holds
+// the bytes, so a stream that runs for minutes does not keep its prompt.
+// Before release, GetBody gives the whole body again.
+func TestSentBodyLetsGoOfItsBytes(t *testing.T) {
+	body := make([]byte, 1<<20)
+	for i := range body {
+		body[i] = byte('a' + i%26)
+	}
+	want := string(body)
+	collected := weak.Make(&body[0])
+	s := newSentBody(body)
+	body = nil
+	r := s.reader()
+	if b, err := io.ReadAll(r); err != nil || string(b) != want {
+		t.Fatalf("read %d bytes, %v", len(b), err)
+	}
+	again, err := s.getBody()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := io.ReadAll(again); string(b) != want || s.size != int64(len(want)) {
+		t.Fatalf("GetBody gave %d bytes of %d", len(b), s.size)
+	}
+	s.release()
+	if _, err := s.getBody(); err == nil {
+		t.Fatal("GetBody after release gave a body")
+	}
+	runtime.GC()
+	runtime.GC()
+	if collected.Value() != nil {
+		t.Fatal("the body's bytes are still reachable after it was read and released")
+	}
+	runtime.KeepAlive(s)
+	runtime.KeepAlive(r)
+	runtime.KeepAlive(again)
 }
