@@ -566,12 +566,10 @@ func (s *BoltStore) recoverJournal() error {
 	}
 	// Block-aligned memory and a whole number of blocks: a file opened
 	// O_DIRECT reads only into that.
-	data := alignedBytes(int(alignUp(fi.Size())))
-	n, err := j.f.ReadAt(data, 0)
-	if err != nil && err != io.EOF {
+	data, err := j.readAll(alignedBytes(int(alignUp(fi.Size()))))
+	if err != nil {
 		return fmt.Errorf("reading settlement journal: %w", err)
 	}
-	data = data[:n]
 	rows, err := readRecords(data)
 	if err != nil {
 		return err
@@ -597,6 +595,26 @@ func (s *BoltStore) recoverJournal() error {
 		return fmt.Errorf("replaying the settlement journal: %w", err)
 	}
 	return nil
+}
+
+// readAll reads the journal from its start into data, as much as it holds.
+// A file system that opened the file O_DIRECT but refuses the read
+// (EINVAL: it wants a stricter alignment) gets it again through the page
+// cache, and the journal is written that way from then on, as put does
+// for a refused write.
+func (j *journal) readAll(data []byte) ([]byte, error) {
+	n, err := j.f.ReadAt(data, 0)
+	if j.direct && errors.Is(err, syscall.EINVAL) {
+		if cerr := clearDirect(j.f); cerr != nil {
+			return nil, errors.Join(err, cerr)
+		}
+		j.direct = false
+		n, err = j.f.ReadAt(data, 0)
+	}
+	if err != nil && err != io.EOF {
+		return nil, err
+	}
+	return data[:n], nil
 }
 
 // view runs a read transaction that sees every settlement made so far.

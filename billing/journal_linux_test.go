@@ -178,3 +178,33 @@ func TestJournalFallsBackWhenADirectWriteIsRefused(t *testing.T) {
 	defer s.Close()
 	checkBooks(t, s, acct.ID, 10*Dollar-6000, 4)
 }
+
+// TestJournalFallsBackWhenADirectReadIsRefused: as for a write, a file
+// system that opened the journal O_DIRECT may refuse a read (EINVAL);
+// recovery then reads it through the page cache, and the journal goes on
+// that way. The refusal is made real with memory that is not aligned.
+func TestJournalFallsBackWhenADirectReadIsRefused(t *testing.T) {
+	s, path, _, acct := newJournalTest(t)
+	defer s.Close()
+	if !s.journal.direct {
+		t.Skipf("the file system under %s does not take O_DIRECT: no direct read to refuse", path)
+	}
+	mustSettle(t, s, testCharge(acct.ID, "req_r1", 1000))
+	want, err := os.ReadFile(path + journalSuffix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := make([]byte, journalSize+1)
+	got, err := s.journal.readAll(raw[1:]) // an odd address
+	if err != nil {
+		t.Fatalf("readAll into unaligned memory: %v", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("read %d bytes, not the journal's %d", len(got), len(want))
+	}
+	if s.journal.direct || fileFlags(t, s.journal.f)&syscall.O_DIRECT != 0 {
+		t.Fatalf("after a refused direct read: direct %v, flags %#x", s.journal.direct, fileFlags(t, s.journal.f))
+	}
+	mustSettle(t, s, testCharge(acct.ID, "req_r2", 1000))
+	checkBooks(t, s, acct.ID, 10*Dollar-2000, 3)
+}

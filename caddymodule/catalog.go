@@ -245,12 +245,15 @@ func newProvider(name string, pc *ProviderConfig, repl *caddy.Replacer) (*upstre
 //
 // An HTTP/1.1 connection's buffers are 1 KiB each way, not net/http's
 // 4 KiB, as a stream keeps its connection, buffers included, for as long
-// as it lasts. Out, the buffer takes the request's headers and the start
-// of its body, and the rest of a bigger body goes to the socket in one
-// more write, whatever the buffer's size: a smaller buffer costs that
-// second write only to a request of about 1 to 2 KiB. In, it takes the
-// response's header lines and chunk-size lines (a longer header block
-// takes one more read; the proxy reads bodies into buffers of its own).
+// as it lasts. Out, the buffer takes the request's headers, and for a
+// short request the start of its body; what does not fit goes to the
+// socket directly (in writes of up to 32 KiB) whatever the buffer's size,
+// so a smaller one costs a second write only to a request of about 1 to
+// 2 KiB. (A stream's body is sent after its headers in any case: see
+// upstream.sentBody.) In, it takes the response's header lines and
+// chunk-size lines (a longer header block takes one more read; the proxy
+// reads bodies into buffers of its own). HTTP/2 connections have buffers
+// of their own, shared by all their requests.
 func newTransport(pc *ProviderConfig) *http.Transport {
 	dial := time.Duration(pc.DialTimeout)
 	if dial <= 0 {

@@ -265,15 +265,6 @@ func (p *Proxy) forward(ctx context.Context, deadline time.Time, w http.Response
 		window = DefaultTryDuration
 	}
 	start := p.now()
-	// The upstream body is built in buf, from the pool for a short
-	// request. A stream runs for minutes: each of its attempts builds its
-	// body in a buffer of its own (try), which nothing holds once the
-	// request is sent (sentBody).
-	var buf *[]byte
-	if !x.Request.Stream {
-		buf = getBuf()
-		defer func() { putBuf(buf) }()
-	}
 	var (
 		tried   uint64
 		last    *Error
@@ -289,7 +280,7 @@ func (p *Proxy) forward(ctx context.Context, deadline time.Time, w http.Response
 		dep := x.Model.Deployments[i]
 		x.Deployment = dep
 		began := p.now()
-		err := p.try(ctx, deadline, w, x, dep, ticket, buf)
+		err := p.try(ctx, deadline, w, x, dep, ticket)
 		if err == nil {
 			return nil
 		}
@@ -309,14 +300,6 @@ func (p *Proxy) forward(ctx context.Context, deadline time.Time, w http.Response
 		}
 		x.Tries = append(x.Tries, Try{Deployment: dep, Err: ue, Duration: p.now().Sub(began)})
 		last, lastDep = ue, dep
-		// The transport may still be reading the body of a request that
-		// was answered early (RoundTrip's contract): the next attempt gets
-		// a buffer of its own, and this one is left to the collector. (A
-		// stream's attempts each make their own.)
-		if buf != nil {
-			b := make([]byte, 0, cap(*buf))
-			buf = &b
-		}
 	}
 	switch {
 	case last != nil:
@@ -345,7 +328,7 @@ func (p *Proxy) forward(ctx context.Context, deadline time.Time, w http.Response
 }
 
 // try makes one attempt at x on dep.
-func (p *Proxy) try(client context.Context, deadline time.Time, w http.ResponseWriter, x *Exchange, dep *Deployment, ticket uint64, buf *[]byte) error {
+func (p *Proxy) try(client context.Context, deadline time.Time, w http.ResponseWriter, x *Exchange, dep *Deployment, ticket uint64) error {
 	attempts0 := x.Attempts
 	if ticket != 0 {
 		// A probe that is never sent (refused input, a panic) gives its
@@ -356,23 +339,24 @@ func (p *Proxy) try(client context.Context, deadline time.Time, w http.ResponseW
 			}
 		}()
 	}
-	if buf == nil {
-		b := make([]byte, 0, len(x.Body)+upstreamBodySlack)
-		buf = &b
-	}
+	// The body is built in a buffer of the attempt's own, not one from a
+	// pool: the transport may go on reading it after the answer (an
+	// answer that came before the whole body was sent, RoundTrip's
+	// contract), and a pooled buffer could by then hold another
+	// request's prompt.
+	body := make([]byte, 0, len(x.Body)+upstreamBodySlack)
 	if dep.Provider.Type == TypeAnthropic {
-		body, err := p.anthropicRequest((*buf)[:0], x, dep)
-		*buf = body
-		if err != nil {
+		var err error
+		if body, err = p.anthropicRequest(body, x, dep); err != nil {
 			return err
 		}
 	} else {
-		*buf = x.Request.AppendUpstream((*buf)[:0], x.Body, dep.Model, x.Request.Stream)
+		body = x.Request.AppendUpstream(body, x.Body, dep.Model, x.Request.Stream)
 	}
 	x.Attempts++
 	a := p.begin(client, deadline, dep, ticket)
 	defer p.end(a, x)
-	resp, err := p.send(a, x, *buf)
+	resp, err := p.send(a, x, body)
 	if err != nil {
 		return err
 	}

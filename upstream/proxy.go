@@ -169,16 +169,23 @@ func putBuf(b *[]byte) { *b = (*b)[:0]; bufPool.Put(b) }
 // client's *Error, and the attempt records what it says of the deployment.
 func (p *Proxy) send(a *attempt, x *Exchange, body []byte) (*http.Response, error) {
 	dep := a.dep
-	sent := newSentBody(body)
-	req, err := http.NewRequestWithContext(a.ctx, http.MethodPost, dep.Provider.Endpoint, sent.reader())
+	var r io.Reader = bytes.NewReader(body)
+	var sent *sentBody
+	if x.Request.Stream {
+		sent = newSentBody(body)
+		r = sent.reader()
+	}
+	req, err := http.NewRequestWithContext(a.ctx, http.MethodPost, dep.Provider.Endpoint, r)
 	if err != nil {
 		a.verdict = verdictNone
 		return nil, &Error{Status: http.StatusInternalServerError, Type: "server_error", Message: "The gateway could not build the upstream request.", Err: err}
 	}
-	req.ContentLength, req.GetBody = sent.size, sent.getBody
-	// Once the answer's headers are in, the transport sends the request
-	// again no more.
-	defer sent.release()
+	if sent != nil {
+		req.ContentLength, req.GetBody = sent.size, sent.getBody
+		// Once the answer's headers are in, the transport sends the
+		// request again no more.
+		defer sent.release()
+	}
 	h := req.Header
 	h.Set("Content-Type", "application/json")
 	if x.Request.Stream {
@@ -896,13 +903,17 @@ func startStream(w http.ResponseWriter) {
 	w.WriteHeader(http.StatusOK)
 }
 
-// sentBody is an upstream request's body that lets go of its bytes as soon
-// as nothing can need them: the transport holds a request until its answer
-// ends, minutes for a stream, and a long prompt's body would stay with it.
-// The reader drops them once read to the end (or closed); GetBody, which
-// the transport calls to send the request again on a new connection (an
-// HTTP/2 server's GOAWAY), keeps them until release, once the answer's
-// headers are in and the transport retries no more.
+// sentBody is a stream's upstream request body, which lets go of its
+// bytes as soon as nothing can need them: the transport holds a request
+// until its answer ends, minutes for a stream, and a long prompt's body
+// would stay with it. A reader drops them once read to the end (or
+// closed); GetBody, which the transport calls to send the request again on
+// a new connection (an HTTP/2 server's GOAWAY), keeps them until release,
+// once the answer's headers are in and the transport retries no more.
+//
+// A short request's body is a bytes.Reader instead: net/http writes the
+// headers and a body it knows to be in memory in one system call, and
+// flushes the headers alone before any other.
 type sentBody struct {
 	all  []byte
 	size int64
@@ -912,6 +923,8 @@ func newSentBody(b []byte) *sentBody { return &sentBody{all: b, size: int64(len(
 
 func (s *sentBody) reader() io.ReadCloser { return &bodyReader{b: s.all} }
 
+// getBody and release run on the goroutine that called Client.Do, the
+// one before Do returns, the other after.
 func (s *sentBody) getBody() (io.ReadCloser, error) {
 	if s.all == nil {
 		return nil, errors.New("the upstream request's body is no longer kept")
@@ -921,10 +934,18 @@ func (s *sentBody) getBody() (io.ReadCloser, error) {
 
 func (s *sentBody) release() { s.all = nil }
 
-// bodyReader reads b once, and then holds none of it.
-type bodyReader struct{ b []byte }
+// bodyReader reads b once, and then holds none of it. Read and Close may
+// run at once: HTTP/2 closes a request's body from a goroutine of its own
+// (an answer that came early, a reset stream, the request's end) while its
+// writer may be reading it.
+type bodyReader struct {
+	mu sync.Mutex
+	b  []byte
+}
 
 func (r *bodyReader) Read(p []byte) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	if len(r.b) == 0 {
 		r.b = nil
 		return 0, io.EOF
@@ -937,7 +958,9 @@ func (r *bodyReader) Read(p []byte) (int, error) {
 }
 
 func (r *bodyReader) Close() error {
+	r.mu.Lock()
 	r.b = nil
+	r.mu.Unlock()
 	return nil
 }
 

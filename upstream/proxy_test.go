@@ -10,6 +10,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -493,4 +494,60 @@ func TestSentBodyLetsGoOfItsBytes(t *testing.T) {
 	runtime.KeepAlive(s)
 	runtime.KeepAlive(r)
 	runtime.KeepAlive(again)
+}
+
+// TestForwardSurvivesHTTP2ClosingTheBodyWhileItIsRead: HTTP/2 closes a
+// request's body from a goroutine of its own while its writer may be
+// reading it: on an answer that comes before the whole body was sent, and
+// when the request ends (the client left). A stream's long prompt, sent
+// through its releasing reader, must neither race (this package runs
+// under -race in make test) nor crash the gateway.
+func TestForwardSurvivesHTTP2ClosingTheBodyWhileItIsRead(t *testing.T) {
+	var proto atomic.Int32
+	started := make(chan struct{}, 1)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		proto.Store(int32(r.ProtoMajor))
+		io.CopyN(io.Discard, r.Body, 200<<10)
+		if !strings.HasPrefix(r.URL.Path, "/hold/") {
+			w.WriteHeader(http.StatusRequestEntityTooLarge)
+			io.WriteString(w, `{"error":{"message":"too large","type":"invalid_request_error"}}`)
+			return
+		}
+		select {
+		case started <- struct{}{}:
+		default:
+		}
+		<-r.Context().Done()
+	}))
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	body := `{"model":"public","stream":true,"messages":[{"role":"user","content":"` + strings.Repeat("a", 8<<20) + `"}]}`
+
+	t.Run("an answer before the whole body", func(t *testing.T) {
+		for range 5 {
+			x := testExchange(t, body, srv.URL+"/v1", srv.Client())
+			err := (&Proxy{Tokens: testCounter}).Forward(context.Background(), httptest.NewRecorder(), x)
+			if err == nil {
+				t.Fatal("a 413 from the provider was not an error")
+			}
+			if proto.Load() != 2 {
+				t.Fatalf("the upstream was reached over HTTP/%d, not HTTP/2", proto.Load())
+			}
+		}
+	})
+	t.Run("the client leaves during the upload", func(t *testing.T) {
+		for range 5 {
+			x := testExchange(t, body, srv.URL+"/hold/v1", srv.Client())
+			ctx, cancel := context.WithCancel(context.Background())
+			go func() {
+				<-started
+				cancel()
+			}()
+			if err := (&Proxy{Tokens: testCounter}).Forward(ctx, httptest.NewRecorder(), x); err == nil {
+				t.Fatal("a request whose client left was not an error")
+			}
+			cancel()
+		}
+	})
 }
