@@ -169,11 +169,13 @@ func putBuf(b *[]byte) { *b = (*b)[:0]; bufPool.Put(b) }
 // client's *Error, and the attempt records what it says of the deployment.
 func (p *Proxy) send(a *attempt, x *Exchange, body []byte) (*http.Response, error) {
 	dep := a.dep
-	var r io.Reader = bytes.NewReader(body)
+	var r io.Reader
 	var sent *sentBody
 	if x.Request.Stream {
-		sent = newSentBody(body)
+		sent = &sentBody{all: body}
 		r = sent.reader()
+	} else {
+		r = bytes.NewReader(body)
 	}
 	req, err := http.NewRequestWithContext(a.ctx, http.MethodPost, dep.Provider.Endpoint, r)
 	if err != nil {
@@ -181,7 +183,7 @@ func (p *Proxy) send(a *attempt, x *Exchange, body []byte) (*http.Response, erro
 		return nil, &Error{Status: http.StatusInternalServerError, Type: "server_error", Message: "The gateway could not build the upstream request.", Err: err}
 	}
 	if sent != nil {
-		req.ContentLength, req.GetBody = sent.size, sent.getBody
+		req.ContentLength, req.GetBody = int64(len(body)), sent.getBody
 		// Once the answer's headers are in, the transport sends the
 		// request again no more.
 		defer sent.release()
@@ -914,12 +916,7 @@ func startStream(w http.ResponseWriter) {
 // A short request's body is a bytes.Reader instead: net/http writes the
 // headers and a body it knows to be in memory in one system call, and
 // flushes the headers alone before any other.
-type sentBody struct {
-	all  []byte
-	size int64
-}
-
-func newSentBody(b []byte) *sentBody { return &sentBody{all: b, size: int64(len(b))} }
+type sentBody struct{ all []byte }
 
 func (s *sentBody) reader() io.ReadCloser { return &bodyReader{b: s.all} }
 
