@@ -263,8 +263,9 @@ func TestSoakVerdictChecks(t *testing.T) {
 	p := newSoakPlan(time.Minute)
 	res := &soakResult{Plan: p, Totals: totalRows(soakRows(1, 100, 1)),
 		Samples: series(p, func(time.Duration) int64 { return 5000 }),
-		Before:  ledgerState{AuditOK: true, Requests: map[string]int64{}, Balance: 100},
-		After:   ledgerState{AuditOK: true, Charges: 101, Requests: map[string]int64{model16: 100, model200: 1}, Cost: 7, Balance: 93}}
+		Idle:    soakSample{Goroutines: 27}, Drained: soakSample{Goroutines: 26},
+		Before: ledgerState{AuditOK: true, Requests: map[string]int64{}, Balance: 100},
+		After:  ledgerState{AuditOK: true, Charges: 101, Requests: map[string]int64{model16: 100, model200: 1}, Cost: 7, Balance: 93}}
 	for _, c := range res.checks() {
 		if c.Result != resultPass {
 			t.Errorf("clean soak: %+v", c)
@@ -274,6 +275,58 @@ func TestSoakVerdictChecks(t *testing.T) {
 	for _, c := range res.checks() {
 		if (c.Name == "holds open after the load") != (c.Result == resultFail) {
 			t.Errorf("holds left open: %+v", c)
+		}
+	}
+}
+
+// TestSoakGoroutines: the goroutines are judged without those of the
+// connections, which follow the pools, and by the count after the load
+// once every connection closed, which catches what a leak leaves.
+func TestSoakGoroutines(t *testing.T) {
+	p := newSoakPlan(10 * time.Minute)
+	// A stall near the end grows both pools: the goroutines in all are
+	// up 44%, and what the connections do not account for stays flat.
+	s := series(p, func(time.Duration) int64 { return 0 })
+	for i := range s {
+		in, out := int64(30), int64(25)
+		if s[i].Seconds > 540 {
+			in, out = 50, 40
+		}
+		s[i].ClientConns, s[i].ProviderConns, s[i].Goroutines = in, out, 27+in+2*out
+	}
+	if f := flatOf(s, p, sampleGoroutines); f.flat() {
+		t.Errorf("goroutines in all: %+v, want not flat", f)
+	}
+	if f := flatOf(s, p, sampleOwnGoroutines); !f.flat() || f.Early != 27 || f.Late != 27 {
+		t.Errorf("goroutines less the connections': %+v, want 27 throughout", f)
+	}
+	// One goroutine left behind by one request in 100 at 10 req/s is
+	// not flat.
+	for i := range s {
+		s[i].Goroutines += int64(s[i].Seconds) / 10
+	}
+	if f := flatOf(s, p, sampleOwnGoroutines); f.flat() {
+		t.Errorf("a leak: %+v, want not flat", f)
+	}
+
+	for _, tc := range []struct {
+		name        string
+		idle, after soakSample
+		want        bool
+	}{
+		{"back", soakSample{Goroutines: 27}, soakSample{Goroutines: 26}, true},
+		{"back, up 10%", soakSample{Goroutines: 30}, soakSample{Goroutines: 33}, true},
+		{"goroutines left", soakSample{Goroutines: 27}, soakSample{Goroutines: 31}, false},
+		{"fewer than before", soakSample{Goroutines: 30}, soakSample{Goroutines: 26}, false},
+		{"a provider connection left open", soakSample{Goroutines: 27}, soakSample{Goroutines: 29, ProviderConns: 1}, false},
+		{"a client connection left open", soakSample{Goroutines: 27}, soakSample{Goroutines: 28, ClientConns: 1}, false},
+		{"not read before", soakSample{Goroutines: -1}, soakSample{Goroutines: 26}, false},
+		{"not read after", soakSample{Goroutines: 27}, soakSample{Goroutines: -1, ClientConns: -1, ProviderConns: -1}, false},
+		{"connections not read after", soakSample{Goroutines: 27}, soakSample{Goroutines: 27, ClientConns: -1, ProviderConns: -1}, false},
+	} {
+		res := &soakResult{Idle: tc.idle, Drained: tc.after}
+		if got := res.drained(); got != tc.want {
+			t.Errorf("%s: drained %t, want %t (%s)", tc.name, got, tc.want, res.fmtDrained())
 		}
 	}
 }
