@@ -316,17 +316,64 @@ func TestSoakGoroutines(t *testing.T) {
 	}{
 		{"back", soakSample{Goroutines: 27}, soakSample{Goroutines: 26}, true},
 		{"back, up 10%", soakSample{Goroutines: 30}, soakSample{Goroutines: 33}, true},
-		{"goroutines left", soakSample{Goroutines: 27}, soakSample{Goroutines: 31}, false},
-		{"fewer than before", soakSample{Goroutines: 30}, soakSample{Goroutines: 26}, false},
-		{"a provider connection left open", soakSample{Goroutines: 27}, soakSample{Goroutines: 29, ProviderConns: 1}, false},
-		{"a client connection left open", soakSample{Goroutines: 27}, soakSample{Goroutines: 28, ClientConns: 1}, false},
+		{"fewer than before: no leak", soakSample{Goroutines: 30}, soakSample{Goroutines: 20}, true},
+		{"goroutines left", soakSample{Goroutines: 27}, soakSample{Goroutines: 30}, false},
+		{"a provider connection left", soakSample{Goroutines: 27}, soakSample{Goroutines: 27, ProviderSockets: 1}, false},
+		{"a client connection left, half closed", soakSample{Goroutines: 27}, soakSample{Goroutines: 27, ClientSockets: 1}, false},
 		{"not read before", soakSample{Goroutines: -1}, soakSample{Goroutines: 26}, false},
-		{"not read after", soakSample{Goroutines: 27}, soakSample{Goroutines: -1, ClientConns: -1, ProviderConns: -1}, false},
-		{"connections not read after", soakSample{Goroutines: 27}, soakSample{Goroutines: 27, ClientConns: -1, ProviderConns: -1}, false},
+		{"not read after", soakSample{Goroutines: 27}, soakSample{Goroutines: -1, ClientSockets: -1, ProviderSockets: -1}, false},
+		{"connections not read after", soakSample{Goroutines: 27}, soakSample{Goroutines: 27, ClientSockets: -1, ProviderSockets: -1}, false},
 	} {
 		res := &soakResult{Idle: tc.idle, Drained: tc.after}
 		if got := res.drained(); got != tc.want {
 			t.Errorf("%s: drained %t, want %t (%s)", tc.name, got, tc.want, res.fmtDrained())
+		}
+	}
+}
+
+// TestSoakGoroutineChecks runs the soak's verdict over a stall and over
+// leaks: the checks judge what TestSoakGoroutines holds them to.
+func TestSoakGoroutineChecks(t *testing.T) {
+	p := newSoakPlan(10 * time.Minute)
+	verdicts := func(res *soakResult) map[string]string {
+		out := map[string]string{}
+		for _, c := range res.checks() {
+			out[c.Name] = c.Result
+		}
+		return out
+	}
+	const (
+		during = "goroutines flat, less one a client connection and two a provider connection"
+		after  = "goroutines after the load"
+	)
+	soak := func(leakEvery10s bool, drained soakSample) *soakResult {
+		s := series(p, func(time.Duration) int64 { return 0 })
+		for i := range s {
+			in, out := int64(30), int64(25)
+			if s[i].Seconds > 540 { // a stall in the last minute
+				in, out = 60, 50
+			}
+			s[i].ClientConns, s[i].ProviderConns, s[i].Goroutines = in, out, 27+in+2*out
+			if leakEvery10s {
+				s[i].Goroutines += int64(s[i].Seconds) / 10
+			}
+			s[i].RSSKiB = 70 << 10
+		}
+		return &soakResult{Plan: p, Samples: s, Idle: soakSample{Goroutines: 27}, Drained: drained}
+	}
+	clean := soakSample{Goroutines: 26}
+	for _, tc := range []struct {
+		name                  string
+		res                   *soakResult
+		wantDuring, wantAfter string
+	}{
+		{"a stall", soak(false, clean), resultPass, resultPass},
+		{"a goroutine left every 10s", soak(true, soakSample{Goroutines: 27 + 60}), resultFail, resultFail},
+		{"a connection left", soak(false, soakSample{Goroutines: 28, ClientSockets: 1}), resultPass, resultFail},
+	} {
+		v := verdicts(tc.res)
+		if v[during] != tc.wantDuring || v[after] != tc.wantAfter {
+			t.Errorf("%s: during the load %q, after it %q; want %q and %q", tc.name, v[during], v[after], tc.wantDuring, tc.wantAfter)
 		}
 	}
 }

@@ -12,16 +12,23 @@ import (
 	"strings"
 )
 
-// tcpConns counts a process's established TCP connections from /proc: in
-// are those accepted on inPort (its clients'), out those it opened to one
-// of outPorts (its upstreams'). Each costs the Go server one goroutine
-// (in) or the Go client two (out: its read and write loops), which is how
-// the soak tells connection pools from the rest of Caddy's goroutines.
-func tcpConns(pid, inPort int, outPorts []int) (in, out int64, err error) {
+// conns counts a process's TCP connections by side: in are those
+// accepted on its clients' port, out those it opened to its upstreams.
+type conns struct{ in, out int64 }
+
+// tcpConns counts a process's TCP connections from /proc: established
+// are those in the established state, open those in any state but
+// listening (a connection half closed, its peer gone but its descriptor
+// not yet closed, among them). An established connection costs the Go
+// server one goroutine (in) or the Go client two (out: its read and write
+// loops), which is how the soak tells connection pools from the rest of
+// Caddy's goroutines; open is what the soak checks for connections left
+// behind.
+func tcpConns(pid, inPort int, outPorts []int) (established, open conns, err error) {
 	dir := "/proc/" + strconv.Itoa(pid)
 	fds, err := os.ReadDir(filepath.Join(dir, "fd"))
 	if err != nil {
-		return 0, 0, err
+		return established, open, err
 	}
 	inodes := make(map[string]bool, len(fds))
 	for _, fd := range fds {
@@ -39,50 +46,60 @@ func tcpConns(pid, inPort int, outPorts []int) (in, out int64, err error) {
 			if table == "net/tcp6" {
 				continue // no IPv6
 			}
-			return 0, 0, err
+			return established, open, err
 		}
-		i, o, err := countConns(data, inodes, inPort, outPorts)
+		e, o, err := countConns(data, inodes, inPort, outPorts)
 		if err != nil {
-			return 0, 0, fmt.Errorf("%s: %w", table, err)
+			return established, open, fmt.Errorf("%s: %w", table, err)
 		}
-		in, out = in+i, out+o
+		established.in, established.out = established.in+e.in, established.out+e.out
+		open.in, open.out = open.in+o.in, open.out+o.out
 	}
-	return in, out, nil
+	return established, open, nil
 }
 
-// tcpEstablished is /proc/net/tcp's state of an established connection.
-const tcpEstablished = "01"
+// The states of /proc/net/tcp that countConns tells apart.
+const (
+	tcpEstablished = "01"
+	tcpListen      = "0A"
+)
 
-// countConns counts the established connections of a /proc/net/tcp table
-// whose inode is in inodes, by their local port (in) or remote port (out).
-func countConns(table []byte, inodes map[string]bool, inPort int, outPorts []int) (in, out int64, err error) {
+// countConns counts the connections of a /proc/net/tcp table whose inode
+// is in inodes, by their local port (in) or remote port (out): those
+// established, and those open in any state but listening.
+func countConns(table []byte, inodes map[string]bool, inPort int, outPorts []int) (established, open conns, err error) {
 	sc := bufio.NewScanner(bytes.NewReader(table))
 	sc.Scan() // the header
 	for sc.Scan() {
 		// sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode ...
 		f := strings.Fields(sc.Text())
 		if len(f) < 10 {
-			return 0, 0, fmt.Errorf("short line %q", sc.Text())
+			return established, open, fmt.Errorf("short line %q", sc.Text())
 		}
-		if f[3] != tcpEstablished || !inodes[f[9]] {
+		if f[3] == tcpListen || !inodes[f[9]] {
 			continue
 		}
 		local, err := hexPort(f[1])
 		if err != nil {
-			return 0, 0, err
+			return established, open, err
 		}
 		remote, err := hexPort(f[2])
 		if err != nil {
-			return 0, 0, err
+			return established, open, err
 		}
+		var c conns
 		switch {
 		case local == inPort:
-			in++
+			c.in = 1
 		case slices.Contains(outPorts, remote):
-			out++
+			c.out = 1
+		}
+		open.in, open.out = open.in+c.in, open.out+c.out
+		if f[3] == tcpEstablished {
+			established.in, established.out = established.in+c.in, established.out+c.out
 		}
 	}
-	return in, out, sc.Err()
+	return established, open, sc.Err()
 }
 
 // hexPort is the port of a /proc/net/tcp address ("0100007F:1F90").

@@ -124,3 +124,28 @@ func BenchmarkValidate100KB(b *testing.B) {
 		})
 	}
 }
+
+// mockChunk is the bench's mock upstream's content chunk (upstream/mock).
+const mockChunk = `{"id":"chatcmpl-mock-1","object":"chat.completion.chunk","created":1700000000,"model":"gpt-test","choices":[{"index":0,"delta":{"content":" tok"},"logprobs":null,"finish_reason":null}],"usage":null}`
+
+// BenchmarkRelayChunk is the JSON work the relay does on each streamed
+// chunk: one scan, the content kept for counting, the model rewritten.
+func BenchmarkRelayChunk(b *testing.B) {
+	for _, tc := range []struct{ name, chunk string }{{"Mock", mockChunk}, {"OpenAI", chunk250}} {
+		b.Run(tc.name, func(b *testing.B) {
+			obj := []byte(tc.chunk)
+			text, dst := make([]byte, 0, 64), make([]byte, 0, 512)
+			b.SetBytes(int64(len(obj)))
+			b.ReportAllocs()
+			for b.Loop() {
+				c := ScanChunk(obj)
+				if !c.Valid() {
+					b.Fatal("invalid")
+				}
+				c.Usage()
+				text = c.AppendContent(text[:0])
+				dst = c.AppendWithModel(dst[:0], "gpt-5.2")
+			}
+		})
+	}
+}
