@@ -33,7 +33,12 @@ type scenario struct {
 	// the window opens, so long streams do not all start, and end, in
 	// waves. Completions during the ramp count only for CPU cost.
 	Ramp time.Duration `json:"ramp_ns"`
-	body []byte
+	// AbandonAfter, when above 0, makes the client of a stream leave
+	// after that many events: it closes the connection mid-stream, as a
+	// user who stops a reply does. The soak's leak check needs that path
+	// taken.
+	AbandonAfter int `json:"abandon_after_events,omitempty"`
+	body         []byte
 }
 
 // The scenarios' names, which the goals look them up by.
@@ -285,6 +290,9 @@ type window struct {
 	CompletedEvents int64  `json:"completed_events"`
 	Errors          int    `json:"errors"`
 	FirstError      string `json:"first_error,omitempty"`
+	// Abandoned is the streams the client left on purpose
+	// (scenario.AbandonAfter): neither completed nor errors.
+	Abandoned int `json:"abandoned,omitempty"`
 	// Open loop only: Scheduled is how many requests the schedule started,
 	// Late how many of those started a whole interval or more after their
 	// time (missed starts: the schedule slipped a slot), and MaxLateMs the
@@ -319,6 +327,10 @@ func (w *window) record(o outcome, in, stream bool) {
 		}
 		return
 	}
+	if o.abandoned {
+		w.Abandoned++
+		return
+	}
 	w.Completed++
 	w.CompletedEvents += o.events
 	if in {
@@ -338,6 +350,7 @@ func (w *window) merge(l *window) {
 	w.Completed += l.Completed
 	w.CompletedEvents += l.CompletedEvents
 	w.Errors += l.Errors
+	w.Abandoned += l.Abandoned
 	if w.FirstError == "" {
 		w.FirstError = l.FirstError
 	}
@@ -350,6 +363,7 @@ type outcome struct {
 	latency, ttfb time.Duration
 	events        int64
 	err           error
+	abandoned     bool // the client left the stream on purpose
 }
 
 // buffers are the read buffers one sender reuses from request to request.
@@ -363,7 +377,7 @@ func newBuffers() *buffers { return &buffers{br: bufio.NewReaderSize(nil, 16<<10
 // send sends the scenario's request once.
 func (b *bencher) send(ctx context.Context, sc scenario, t target, bufs *buffers) outcome {
 	if sc.Stream {
-		return b.stream(ctx, t, sc.body, bufs.br)
+		return b.stream(ctx, t, sc.body, bufs.br, sc.AbandonAfter)
 	}
 	return b.single(ctx, t, sc.body, &bufs.body)
 }
@@ -538,7 +552,10 @@ var (
 
 // stream sends one streamed request and reads it to the end, counting
 // data events (not [DONE]) and timing the first one.
-func (b *bencher) stream(ctx context.Context, t target, body []byte, br *bufio.Reader) outcome {
+// stream sends a streamed request and reads its events to the end, or,
+// with abandonAfter above 0, leaves after that many: it returns with the
+// answer unread, and closing its body closes the connection.
+func (b *bencher) stream(ctx context.Context, t target, body []byte, br *bufio.Reader, abandonAfter int) outcome {
 	start := time.Now()
 	resp, err := b.client.Do(b.newRequest(ctx, t, body))
 	if err != nil {
@@ -572,6 +589,10 @@ func (b *bencher) stream(ctx context.Context, t target, body []byte, br *bufio.R
 				o.events++
 			default:
 				o.events++
+				if abandonAfter > 0 && o.events >= int64(abandonAfter) && inBand == nil {
+					o.latency, o.abandoned = time.Since(start), true
+					return o
+				}
 			}
 		}
 		for err == bufio.ErrBufferFull { // a long line: skip its rest

@@ -33,8 +33,9 @@ import (
 // same rate makes batches of a few, each a durable write (see the README's
 // Performance section). Then it starts a fresh Caddy and runs an open loop
 // at half the maximum (or -soak-rate, which skips the ramp) through its
-// arcane site with its key: one request in soakStreamEvery is
-// a paced stream of the bench-200 model (200 chunks, one a millisecond),
+// arcane site with its key: one request in soakStreamEvery is a paced
+// stream of the bench-200 model (200 chunks, one a millisecond; one in
+// soakAbandonEvery of them left by its client after soakAbandonAfter),
 // the others the non-stream bench-16 request. Every few seconds it reads
 // Caddy's memory from /proc and its goroutines and open balance holds from
 // the admin endpoint's /metrics. After the load it waits for Caddy to
@@ -42,13 +43,14 @@ import (
 // its balance from the admin API.
 //
 // Goroutines are judged twice. During the load, less those of the open
-// connections (one a client connection, two a provider connection): the
-// connections follow the pools, not arcane. A stall of the machine
+// connections (one a client connection, two a provider connection) and
+// of the requests in flight (one each): the connections follow the
+// pools, not arcane. A stall of the machine
 // starts its late requests all at once, each on a connection of its own,
 // and the pools keep those until their idle timeouts (90s) close them;
 // so the goroutines in all, compared a minute against a minute, measure
-// the machine's stalls (nine soaks moved them between -44% and +205%,
-// with the rest at 27-32 in all but one minute). After the load, once
+// the machine's stalls (nine soaks moved them between -44% and +205%),
+// and a stall also leaves more requests in flight. After the load, once
 // every connection has closed, the goroutines in all must be back to
 // their count before it, and no connection may be left in any state:
 // that is the check a leak cannot pass, since a goroutine a request
@@ -66,6 +68,13 @@ const (
 	// requests, so at one in 200 the streams are about a fifth of the
 	// work.
 	soakStreamEvery = 200
+	// soakAbandonEvery makes one stream in this many one its client
+	// leaves after soakAbandonAfter events (of 200), closing the
+	// connection: the path of a user who stops a reply, where the
+	// gateway must settle what it delivered and let go of everything
+	// else, is taken a few hundred times in a soak.
+	soakAbandonEvery = 3
+	soakAbandonAfter = 50
 	// soakFlatTolerance is how far the mean of the last window may be
 	// from the mean of the first window after the warm-up, either way,
 	// for a quantity to count as flat.
@@ -165,16 +174,18 @@ type soakSample struct {
 	ProviderSockets int64 `json:"provider_sockets"`
 }
 
-// ownGoroutines is a sample's goroutines less those its connections
-// account for (one a client connection, two a provider connection); -1
-// when any was not read. What is left is Caddy's and arcane's own, plus
+// ownGoroutines is a sample's goroutines less those its connections and
+// requests account for: one a client connection (which runs the
+// handler), two a provider connection (its read and write loops), and
 // one a request in flight (Go's server watches the client's connection
-// from a second goroutine while a handler runs).
+// from a second goroutine while a handler runs), counted by its open
+// balance hold. -1 when any was not read. What is left is Caddy's and
+// arcane's own: a goroutine that outlives its request stays in it.
 func (s soakSample) ownGoroutines() int64 {
-	if s.Goroutines < 0 || s.ClientConns < 0 || s.ProviderConns < 0 {
+	if s.Goroutines < 0 || s.ClientConns < 0 || s.ProviderConns < 0 || s.HoldsOpen < 0 {
 		return -1
 	}
-	return s.Goroutines - s.ClientConns - 2*s.ProviderConns
+	return s.Goroutines - s.ClientConns - 2*s.ProviderConns - s.HoldsOpen
 }
 
 // memoryKiB is the resident memory the soak judges: VmRSS without the
@@ -213,6 +224,9 @@ type soakTotals struct {
 	Stream     int    `json:"stream"`
 	Errors     int    `json:"errors"`
 	FirstError string `json:"first_error,omitempty"`
+	// Abandoned is the streams the load generator left mid-stream on
+	// purpose (soakAbandonEvery).
+	Abandoned int `json:"abandoned"`
 	// Unaccounted is the starts that recorded no outcome: none, unless
 	// the soak was interrupted.
 	Unaccounted int `json:"unaccounted"`
@@ -227,6 +241,7 @@ func totalRows(rows []*soakRow) soakTotals {
 		t.MaxLateMs = max(t.MaxLateMs, r.MaxLateMs)
 		t.NonStream += r.NonStream.Completed
 		t.Stream += r.Stream.Completed
+		t.Abandoned += r.Stream.Abandoned
 		for _, w := range []*window{r.NonStream, r.Stream} {
 			t.Errors += w.Errors
 			if t.FirstError == "" {
@@ -234,7 +249,7 @@ func totalRows(rows []*soakRow) soakTotals {
 			}
 		}
 	}
-	t.Unaccounted = t.Scheduled - t.NonStream - t.Stream - t.Errors
+	t.Unaccounted = t.Scheduled - t.NonStream - t.Stream - t.Abandoned - t.Errors
 	return t
 }
 
@@ -523,7 +538,8 @@ func printRamp(w io.Writer, steps []soakStep) {
 // soakLoad runs the soak's open loop against t: rate requests a second
 // from start for p.Duration, on a fixed schedule, each in a goroutine of
 // its own, the slot's number deciding its kind (every soakStreamEvery-th
-// a stream); then it waits for them all. A request counts in the row of
+// a stream, every soakAbandonEvery-th of those one the client leaves);
+// then it waits for them all. A request counts in the row of
 // its start, however late it finishes.
 func (b *bencher) soakLoad(ctx context.Context, t target, rate float64, start time.Time, p soakPlan) []*soakRow {
 	var rows []*soakRow
@@ -533,6 +549,8 @@ func (b *bencher) soakLoad(ctx context.Context, t target, rate float64, start ti
 			NonStream: &window{Seconds: d.Seconds()}, Stream: &window{Seconds: d.Seconds()}})
 	}
 	nonStream, stream := nonStreamOpenScenario(rate), streamOpenScenario(rate)
+	abandoned := stream
+	abandoned.AbandonAfter = soakAbandonAfter
 	sched := newSchedule(start, rate)
 	defer sched.stop()
 	missed := max(sched.interval, soakLateSlack)
@@ -552,6 +570,9 @@ func (b *bencher) soakLoad(ctx context.Context, t target, rate float64, start ti
 		sc, w := nonStream, row.NonStream
 		if i%soakStreamEvery == soakStreamEvery-1 {
 			sc, w = stream, row.Stream
+			if i/soakStreamEvery%soakAbandonEvery == soakAbandonEvery-1 {
+				sc = abandoned
+			}
 		}
 		starts.start(ctx, sc, t, w)
 	}
@@ -872,8 +893,8 @@ func sampleLedgerMiB(s soakSample) float64 { return mib(s.LedgerKiB) }
 func sampleGoroutines(s soakSample) float64 { return float64(s.Goroutines) }
 
 // sampleClientConns, sampleProviderConns and sampleOwnGoroutines are a
-// sample's connections and the goroutines they do not account for; -1
-// when not read.
+// sample's connections and the goroutines neither they nor the requests
+// in flight account for; -1 when not read.
 func sampleClientConns(s soakSample) float64   { return float64(s.ClientConns) }
 func sampleProviderConns(s soakSample) float64 { return float64(s.ProviderConns) }
 func sampleOwnGoroutines(s soakSample) float64 { return float64(s.ownGoroutines()) }
@@ -892,20 +913,21 @@ func mib(kib int64) float64 {
 // checks judges the soak on its pass criteria.
 func (res *soakResult) checks() []soakCheck {
 	p, t := res.Plan, res.Totals
-	attempts := t.NonStream + t.Stream + t.Errors
+	attempts := t.NonStream + t.Stream + t.Abandoned + t.Errors
 	flatTarget := fmt.Sprintf("last %s within %.0f%% of the first %s after %s", p.Window, 100*soakFlatTolerance, p.Window, p.Warmup)
 	mem, own := flatOf(res.Samples, p, sampleMemoryMiB), flatOf(res.Samples, p, sampleOwnGoroutines)
 
 	checks := []soakCheck{
 		{Name: "errors", Target: "0",
-			Measured: fmt.Sprintf("%d of %d (%d non-stream and %d streams answered)", t.Errors+t.Unaccounted, attempts+t.Unaccounted, t.NonStream, t.Stream),
-			Result:   passIf(t.Errors == 0 && t.Unaccounted == 0 && attempts > 0)},
+			Measured: fmt.Sprintf("%d of %d (%d non-stream and %d streams answered, %d streams left by the client after %d events)",
+				t.Errors+t.Unaccounted, attempts+t.Unaccounted, t.NonStream, t.Stream, t.Abandoned, soakAbandonAfter),
+			Result: passIf(t.Errors == 0 && t.Unaccounted == 0 && attempts > 0)},
 		{Name: "missed starts", Target: fmt.Sprintf("<= %.0f%%", 100*goalMaxLateRate),
 			Measured: fmt.Sprintf("%d of %d (%s late or more; latest %.1fms)", t.Late, t.Scheduled, soakLateSlack, t.MaxLateMs),
 			Result:   passIf(t.Scheduled > 0 && float64(t.Late) <= goalMaxLateRate*float64(t.Scheduled))},
 		{Name: "resident memory flat (VmRSS without the ledger's mapped file)", Target: flatTarget,
 			Measured: fmtFlat(mem, "%.1f MiB"), Result: passIf(mem.flat())},
-		{Name: "goroutines flat, less one a client connection and two a provider connection", Target: flatTarget,
+		{Name: "goroutines flat, less one a client connection, two a provider connection and one a request in flight", Target: flatTarget,
 			Measured: fmtFlat(own, "%.0f"), Result: passIf(own.flat())},
 		{Name: "goroutines after the load", Target: fmt.Sprintf("every connection closed within %s; at most %.0f%% more than before the load", soakDrainWait, 100*soakFlatTolerance),
 			Measured: res.fmtDrained(), Result: passIf(res.drained())},
@@ -939,16 +961,17 @@ func (res *soakResult) fmtDrained() string {
 
 // ledgerChecks judges the books after the soak against the books before
 // it and what the soak saw: the audit ok, one charge row per answered
-// request of each kind, and the balance down by the charges' sum with no
-// hold left. A request that failed may or may not have been charged, so
-// each failure widens the charge count's range by one.
+// request of each kind and per stream its client left (it was sent part
+// of the answer, which is charged), and the balance down by the charges'
+// sum with no hold left. A request that failed may or may not have been
+// charged, so each failure widens the charge count's range by one.
 func ledgerChecks(before, after ledgerState, t soakTotals) []soakCheck {
-	ok := int64(t.NonStream + t.Stream)
+	ok := int64(t.NonStream + t.Stream + t.Abandoned)
 	charges := after.Charges - before.Charges
 	non, str := after.Requests[model16]-before.Requests[model16], after.Requests[model200]-before.Requests[model200]
 	chargesOK := charges == non+str && charges >= ok && charges <= ok+int64(t.Errors+t.Unaccounted)
 	if t.Errors+t.Unaccounted == 0 {
-		chargesOK = chargesOK && non == int64(t.NonStream) && str == int64(t.Stream)
+		chargesOK = chargesOK && non == int64(t.NonStream) && str == int64(t.Stream+t.Abandoned)
 	}
 	cost := after.Cost - before.Cost
 	drop := before.Balance - after.Balance
@@ -956,9 +979,9 @@ func ledgerChecks(before, after ledgerState, t soakTotals) []soakCheck {
 		{Name: "audit", Target: "ok",
 			Measured: fmt.Sprintf("ok %t, %d differences (%d rows, %d charges)", after.AuditOK, after.Differences, after.Rows, after.Charges),
 			Result:   passIf(after.AuditOK && after.Differences == 0)},
-		{Name: "ledger charges", Target: "one per answered request",
-			Measured: fmt.Sprintf("%d new charge rows (usage: %s %d, %s %d) for %d answered (%d non-stream, %d streams)",
-				charges, model16, non, model200, str, ok, t.NonStream, t.Stream),
+		{Name: "ledger charges", Target: "one per answered request and per stream left mid-way",
+			Measured: fmt.Sprintf("%d new charge rows (usage: %s %d, %s %d) for %d (%d non-stream and %d streams answered, %d streams left)",
+				charges, model16, non, model200, str, ok, t.NonStream, t.Stream, t.Abandoned),
 			Result: passIf(chargesOK)},
 		{Name: "balance", Target: "down by the charges' sum, nothing held",
 			Measured: fmt.Sprintf("down $%s, charges $%s, held $%s", drop, cost, after.Held),
@@ -997,9 +1020,9 @@ func (res *soakResult) print(w io.Writer) {
 	fmt.Fprintf(w, "== soak: arcane at %.0f req/s for %s; each line the requests started in it, and caddy's readings in it (means)\n",
 		res.Rate, res.Plan.Duration)
 	fmt.Fprintln(w, "   memory = VmRSS without the ledger's mapped file (map); p99 of non-stream requests, TTFB p99 of streams; missed starts")
-	fmt.Fprintln(w, "   conns in/out = Caddy's connections from the load generator and to the mocks; other = goroutines less one an in and two an out")
+	fmt.Fprintln(w, "   conns in/out = Caddy's connections from the load generator and to the mocks; holds = requests in flight; own = goroutines less one an in, two an out and one a hold")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "until\treq/s\tstreams/s\terrors\tmissed\tp99\tTTFB p99\tcaddy CPU\tgen CPU\tmemory\tVmRSS\tmap\tgoroutines\tconns in\tout\tother\tholds\t")
+	fmt.Fprintln(tw, "until\treq/s\tstreams/s\terrors\tmissed\tp99\tTTFB p99\tcaddy CPU\tgen CPU\tmemory\tVmRSS\tmap\tgoroutines\tconns in\tout\tholds\town\t")
 	caddyCPU := func(s soakSample) float64 { return s.CPUSeconds }
 	loadCPU := func(s soakSample) float64 { return s.LoadCPUSeconds }
 	for _, r := range res.Rows {
@@ -1013,7 +1036,7 @@ func (res *soakResult) print(w io.Writer) {
 			fmtMean(res.Samples, in, sampleMemoryMiB, "%.1f MiB"), fmtMean(res.Samples, in, sampleRSSMiB, "%.1f MiB"),
 			fmtMean(res.Samples, in, sampleLedgerMiB, "%.1f MiB"), fmtMean(res.Samples, in, sampleGoroutines, "%.0f"),
 			fmtMean(res.Samples, in, sampleClientConns, "%.0f"), fmtMean(res.Samples, in, sampleProviderConns, "%.0f"),
-			fmtMean(res.Samples, in, sampleOwnGoroutines, "%.0f"), fmtMean(res.Samples, in, sampleHolds, "%.1f"))
+			fmtMean(res.Samples, in, sampleHolds, "%.1f"), fmtMean(res.Samples, in, sampleOwnGoroutines, "%.0f"))
 	}
 	tw.Flush()
 	if t := res.Totals; t.Errors > 0 {

@@ -251,6 +251,9 @@ func TestLedgerChecks(t *testing.T) {
 		{"failed and charged", after(1001, 5), soakTotals{NonStream: 1000, Stream: 5, Errors: 1}, "PASS PASS PASS"},
 		{"failed, not charged", after(1000, 5), soakTotals{NonStream: 1000, Stream: 5, Errors: 1}, "PASS PASS PASS"},
 		{"more charged than sent", after(1002, 5), soakTotals{NonStream: 1000, Stream: 5, Errors: 1}, "PASS FAIL PASS"},
+		// A stream its client left was sent part of its answer: charged.
+		{"left streams charged", after(1000, 7), soakTotals{NonStream: 1000, Stream: 5, Abandoned: 2}, "PASS PASS PASS"},
+		{"a left stream not charged", after(1000, 6), soakTotals{NonStream: 1000, Stream: 5, Abandoned: 2}, "PASS FAIL PASS"},
 	} {
 		if got := results(ledgerChecks(before, tc.after, tc.totals)); got != tc.want {
 			t.Errorf("%s: %s, want %s: %+v", tc.name, got, tc.want, ledgerChecks(before, tc.after, tc.totals))
@@ -284,22 +287,29 @@ func TestSoakVerdictChecks(t *testing.T) {
 // once every connection closed, which catches what a leak leaves.
 func TestSoakGoroutines(t *testing.T) {
 	p := newSoakPlan(10 * time.Minute)
-	// A stall near the end grows both pools: the goroutines in all are
-	// up 44%, and what the connections do not account for stays flat.
+	// A stall near the end grows both pools and the requests in flight:
+	// the goroutines in all are up 47%, and what the connections and
+	// the requests do not account for stays flat.
 	s := series(p, func(time.Duration) int64 { return 0 })
 	for i := range s {
-		in, out := int64(30), int64(25)
+		in, out, holds := int64(30), int64(25), int64(4)
 		if s[i].Seconds > 540 {
-			in, out = 50, 40
+			in, out, holds = 50, 40, 12
 		}
-		s[i].ClientConns, s[i].ProviderConns, s[i].Goroutines = in, out, 27+in+2*out
+		s[i].ClientConns, s[i].ProviderConns, s[i].HoldsOpen = in, out, holds
+		s[i].Goroutines = 27 + in + 2*out + holds
 	}
 	if f := flatOf(s, p, sampleGoroutines); f.flat() {
 		t.Errorf("goroutines in all: %+v, want not flat", f)
 	}
 	if f := flatOf(s, p, sampleOwnGoroutines); !f.flat() || f.Early != 27 || f.Late != 27 {
-		t.Errorf("goroutines less the connections': %+v, want 27 throughout", f)
+		t.Errorf("goroutines less the connections' and the requests': %+v, want 27 throughout", f)
 	}
+	s[len(s)-1].HoldsOpen = -1 // /metrics not read: the sample does not count
+	if f := flatOf(s, p, sampleOwnGoroutines); f.LateN != 11 {
+		t.Errorf("a sample without holds counted: %+v", f)
+	}
+	s[len(s)-1].HoldsOpen = 12
 	// One goroutine left behind every 10 seconds (1 request in 12,900
 	// at the soak's 1,290 req/s) is not flat.
 	for i := range s {
@@ -343,17 +353,18 @@ func TestSoakGoroutineChecks(t *testing.T) {
 		return out
 	}
 	const (
-		during = "goroutines flat, less one a client connection and two a provider connection"
+		during = "goroutines flat, less one a client connection, two a provider connection and one a request in flight"
 		after  = "goroutines after the load"
 	)
 	soak := func(leakEvery10s bool, drained soakSample) *soakResult {
 		s := series(p, func(time.Duration) int64 { return 0 })
 		for i := range s {
-			in, out := int64(30), int64(25)
+			in, out, holds := int64(30), int64(25), int64(4)
 			if s[i].Seconds > 540 { // a stall in the last minute
-				in, out = 60, 50
+				in, out, holds = 60, 50, 20
 			}
-			s[i].ClientConns, s[i].ProviderConns, s[i].Goroutines = in, out, 27+in+2*out
+			s[i].ClientConns, s[i].ProviderConns, s[i].HoldsOpen = in, out, holds
+			s[i].Goroutines = 27 + in + 2*out + holds
 			if leakEvery10s {
 				s[i].Goroutines += int64(s[i].Seconds) / 10
 			}
@@ -437,10 +448,14 @@ Rss:                 100 kB
 }
 
 // TestSoakLoad runs the soak's open loop against a fake arcane: the mix
-// (every soakStreamEvery-th request a stream), the rows by start time,
-// and failures of both kinds counted as errors.
+// (every soakStreamEvery-th request a stream, every soakAbandonEvery-th
+// stream left by its client), the rows by start time, failures of both
+// kinds counted as errors, and a left stream left for real: the server
+// sees its client go before the stream's end.
 func TestSoakLoad(t *testing.T) {
 	var nonStreams, streams atomic.Int64
+	left := make(chan bool, 1)
+	event := []byte("data: {\"choices\":[]}\n\n")
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		if !bytes.Contains(body, []byte(`"stream":true`)) {
@@ -452,26 +467,44 @@ func TestSoakLoad(t *testing.T) {
 			return
 		}
 		w.Header().Set("Content-Type", "text/event-stream")
-		w.Write([]byte("data: {\"choices\":[]}\n\ndata: {\"choices\":[]}\n\n"))
-		if streams.Add(1) == 2 { // the first stream ends without [DONE]
+		n := streams.Add(1)
+		for range soakAbandonAfter {
+			w.Write(event)
+		}
+		switch n {
+		case 2: // the first stream ends without [DONE], the second with it
 			w.Write([]byte("data: [DONE]\n\n"))
+		case soakAbandonEvery: // its client leaves it
+			w.(http.Flusher).Flush()
+			select {
+			case <-r.Context().Done():
+				left <- true
+			case <-time.After(10 * time.Second):
+				left <- false
+			}
 		}
 	}))
 	defer srv.Close()
 	b := &bencher{client: srv.Client()}
-	p := soakPlan{Duration: 500 * time.Millisecond, RowEvery: 250 * time.Millisecond}
+	p := soakPlan{Duration: 750 * time.Millisecond, RowEvery: 250 * time.Millisecond}
 	rows := b.soakLoad(context.Background(), target{name: targetArcane, url: srv.URL + chatPath}, 800, time.Now(), p)
-	if len(rows) != 2 || rows[0].Scheduled != 200 || rows[1].Scheduled != 200 {
-		t.Fatalf("%d rows, scheduled %d and %d; want 2 rows of 200", len(rows), rows[0].Scheduled, rows[len(rows)-1].Scheduled)
+	if len(rows) != 3 || rows[0].Scheduled != 200 || rows[1].Scheduled != 200 || rows[2].Scheduled != 200 {
+		t.Fatalf("%d rows, scheduled %d and %d; want 3 rows of 200", len(rows), rows[0].Scheduled, rows[len(rows)-1].Scheduled)
 	}
-	// 400 starts, slots 199 and 399 streams: one in each row.
+	// 600 starts, slots 199, 399 and 599 streams: one in each row.
 	for i, r := range rows {
-		if got := r.Stream.Completed + r.Stream.Errors; got != 1 {
+		if got := r.Stream.Completed + r.Stream.Errors + r.Stream.Abandoned; got != 1 {
 			t.Errorf("row %d: %d streams, want 1", i, got)
 		}
 	}
+	if rows[2].Stream.Abandoned != 1 {
+		t.Errorf("the third stream was not left: %+v", rows[2].Stream)
+	}
+	if !<-left {
+		t.Error("the server did not see the client leave the third stream")
+	}
 	tot := totalRows(rows)
-	if tot.NonStream != 397 || tot.Stream != 1 || tot.Errors != 2 || tot.Unaccounted != 0 {
-		t.Errorf("totals %+v, want 397 non-stream and 1 stream answered, 2 errors (the 503, the stream without [DONE])", tot)
+	if tot.NonStream != 596 || tot.Stream != 1 || tot.Abandoned != 1 || tot.Errors != 2 || tot.Unaccounted != 0 {
+		t.Errorf("totals %+v, want 596 non-stream and 1 stream answered, 1 stream left, 2 errors (the 503, the stream without [DONE])", tot)
 	}
 }
