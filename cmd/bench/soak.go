@@ -411,8 +411,8 @@ func (res *soakResult) run(ctx context.Context, o *options, b *bencher) (int, er
 	}
 
 	p := res.Plan
-	fmt.Printf("soak: %.0f req/s (%s; one in %d a %d-chunk stream, the rest non-stream) for %s, until %s\n\n",
-		res.Rate, how, soakStreamEvery, streamTokens, p.Duration, time.Now().Add(p.Duration).Format(time.TimeOnly))
+	fmt.Printf("soak: %.0f req/s (%s; one in %d a %d-chunk stream, one in %d of those left by the client after %d events; the rest non-stream) for %s, until %s\n\n",
+		res.Rate, how, soakStreamEvery, streamTokens, soakAbandonEvery, soakAbandonAfter, p.Duration, time.Now().Add(p.Duration).Format(time.TimeOnly))
 	res.Idle = sampleCaddy(ctx, c, time.Now(), 0)
 	start := time.Now()
 	samples := make(chan []soakSample, 1)
@@ -1019,18 +1019,18 @@ func (res *soakResult) printHeader(w io.Writer) {
 func (res *soakResult) print(w io.Writer) {
 	fmt.Fprintf(w, "== soak: arcane at %.0f req/s for %s; each line the requests started in it, and caddy's readings in it (means)\n",
 		res.Rate, res.Plan.Duration)
-	fmt.Fprintln(w, "   memory = VmRSS without the ledger's mapped file (map); p99 of non-stream requests, TTFB p99 of streams; missed starts")
+	fmt.Fprintln(w, "   left = streams the client left mid-way; memory = VmRSS without the ledger's mapped file (map); p99 of non-stream requests, TTFB p99 of streams; missed starts")
 	fmt.Fprintln(w, "   conns in/out = Caddy's connections from the load generator and to the mocks; holds = requests in flight; own = goroutines less one an in, two an out and one a hold")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "until\treq/s\tstreams/s\terrors\tmissed\tp99\tTTFB p99\tcaddy CPU\tgen CPU\tmemory\tVmRSS\tmap\tgoroutines\tconns in\tout\tholds\town\t")
+	fmt.Fprintln(tw, "until\treq/s\tstreams/s\tleft\terrors\tmissed\tp99\tTTFB p99\tcaddy CPU\tgen CPU\tmemory\tVmRSS\tmap\tgoroutines\tconns in\tout\tholds\town\t")
 	caddyCPU := func(s soakSample) float64 { return s.CPUSeconds }
 	loadCPU := func(s soakSample) float64 { return s.LoadCPUSeconds }
 	for _, r := range res.Rows {
 		end := r.Start + r.Seconds
 		in := func(s soakSample) bool { return s.Seconds > r.Start && s.Seconds <= end }
-		fmt.Fprintf(tw, "%s\t%.0f\t%.1f\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
+		fmt.Fprintf(tw, "%s\t%.0f\t%.1f\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
 			time.Duration(end*float64(time.Second)).Round(time.Second),
-			float64(r.NonStream.Completed+r.Stream.Completed)/r.Seconds, float64(r.Stream.Completed)/r.Seconds,
+			float64(r.NonStream.Completed+r.Stream.Completed)/r.Seconds, float64(r.Stream.Completed)/r.Seconds, r.Stream.Abandoned,
 			r.NonStream.Errors+r.Stream.Errors, r.Late, fmtMs(p99(r.NonStream.latency)), fmtMs(p99(r.Stream.ttfb)),
 			fmtPct(cpuBetween(res.Samples, r.Start, end, caddyCPU)), fmtPct(cpuBetween(res.Samples, r.Start, end, loadCPU)),
 			fmtMean(res.Samples, in, sampleMemoryMiB, "%.1f MiB"), fmtMean(res.Samples, in, sampleRSSMiB, "%.1f MiB"),
