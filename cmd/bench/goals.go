@@ -310,7 +310,7 @@ func goalSettle(s *settleResult) goal {
 // goalSoak: the 10-minute soak is a run of its own (make soak, bench
 // -soak), never part of this benchmark.
 func goalSoak() goal {
-	return goal{Name: "soak (10 min at half max rate)", Target: "RSS and goroutines flat (10%), 0 errors, audit consistent",
+	return goal{Name: "soak (10 min at half max rate)", Target: "RSS and own goroutines flat (10%), none left after, 0 errors, audit consistent",
 		Result: resultNotMeasured, Note: "a separate 10-minute run: make soak"}
 }
 

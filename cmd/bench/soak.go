@@ -19,8 +19,8 @@ import (
 
 // The soak (-soak, make soak) is issue 9's last target: arcane for
 // -soak-duration (10 minutes) at half the maximum rate this run measures,
-// with Caddy's resident memory and goroutines flat, no error, and the
-// books consistent afterwards.
+// with Caddy's resident memory and its own goroutines flat, nothing left
+// behind, no error, and the books consistent afterwards.
 //
 // The maximum rate is the soak's own load's: an open loop, the rate
 // raised step by step (soakRamp) until a step is not served (an error,
