@@ -551,10 +551,9 @@ var (
 )
 
 // stream sends one streamed request and reads it to the end, counting
-// data events (not [DONE]) and timing the first one.
-// stream sends a streamed request and reads its events to the end, or,
-// with abandonAfter above 0, leaves after that many: it returns with the
-// answer unread, and closing its body closes the connection.
+// data events (not [DONE]) and timing the first one; with abandonAfter
+// above 0 it leaves after that many events, returning with the answer
+// unread, so that closing its body closes the connection.
 func (b *bencher) stream(ctx context.Context, t target, body []byte, br *bufio.Reader, abandonAfter int) outcome {
 	start := time.Now()
 	resp, err := b.client.Do(b.newRequest(ctx, t, body))

@@ -16,6 +16,8 @@ import (
 // accepted on its clients' port, out those it opened to its upstreams.
 type conns struct{ in, out int64 }
 
+func (c conns) plus(d conns) conns { return conns{c.in + d.in, c.out + d.out} }
+
 // tcpConns counts a process's TCP connections from /proc: established
 // are those in the established state, open those in any state but
 // listening (a connection half closed, its peer gone but its descriptor
@@ -52,8 +54,7 @@ func tcpConns(pid, inPort int, outPorts []int) (established, open conns, err err
 		if err != nil {
 			return established, open, fmt.Errorf("%s: %w", table, err)
 		}
-		established.in, established.out = established.in+e.in, established.out+e.out
-		open.in, open.out = open.in+o.in, open.out+o.out
+		established, open = established.plus(e), open.plus(o)
 	}
 	return established, open, nil
 }
@@ -94,9 +95,9 @@ func countConns(table []byte, inodes map[string]bool, inPort int, outPorts []int
 		case slices.Contains(outPorts, remote):
 			c.out = 1
 		}
-		open.in, open.out = open.in+c.in, open.out+c.out
+		open = open.plus(c)
 		if f[3] == tcpEstablished {
-			established.in, established.out = established.in+c.in, established.out+c.out
+			established = established.plus(c)
 		}
 	}
 	return established, open, sc.Err()
